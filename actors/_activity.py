@@ -1,0 +1,46 @@
+"""Counting outstanding work, so that tests and replay can wait for quiet instead of sleeping."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+
+
+class Activity:
+    """Outstanding work per holder: envelopes queued or being handled, tasks running.
+
+    The runtime is quiet when nothing is outstanding. Tasks waiting on the clock do not count.
+    """
+
+    def __init__(self) -> None:
+        self._held: Counter[str] = Counter()
+        self._total = 0
+        self._quiet = anyio.Event()
+        self._quiet.set()
+
+    def begin(self, holder: str, n: int = 1) -> None:
+        if self._total == 0:
+            self._quiet = anyio.Event()
+        self._held[holder] += n
+        self._total += n
+
+    def end(self, holder: str, n: int = 1) -> None:
+        self._held[holder] -= n
+        if self._held[holder] <= 0:
+            del self._held[holder]
+        self._total -= n
+        if self._total == 0:
+            self._quiet.set()
+
+    @property
+    def outstanding(self) -> int:
+        return self._total
+
+    def describe(self) -> str:
+        """Who holds work, e.g. `guard: 2, recorder: 1`."""
+        return ", ".join(f"{name}: {n}" for name, n in sorted(self._held.items())) or "nobody"
+
+    async def wait_quiet(self) -> None:
+        while self._total:
+            await self._quiet.wait()

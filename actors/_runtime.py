@@ -1,0 +1,102 @@
+"""The runtime: a bus, supervised actors, an optional recorder, under one task group."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._bus import Bus
+from ._clock import Clock, SystemClock
+from ._envelope import Envelope
+from ._exceptions import NotQuietError, SupervisorGaveUpError
+from ._ids import IdSource, SeededIds, new_seed
+from ._log import Recorder
+from ._supervisor import ChildSpec, run_child
+
+
+class Runtime:
+    """A running system: publish inputs into it and wait for it to go quiet."""
+
+    def __init__(self, bus: Bus, clock: Clock, ids: IdSource, task_group: TaskGroup) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.ids = ids
+        self._task_group = task_group
+
+    async def publish(
+        self, event: object, *, source: str, causation: int | None = None
+    ) -> Envelope[Any]:
+        """Inject an event from outside the actors (a boundary: user, server, timer)."""
+        return await self.bus.publish(event, source=source, causation=causation)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no envelope is queued or being handled and no actor task is working.
+
+        Raises:
+            NotQuietError: still busy after `timeout` seconds of real time.
+        """
+        with anyio.move_on_after(timeout) as scope:
+            await self.bus.activity.wait_quiet()
+        if scope.cancelled_caught:
+            raise NotQuietError(timeout, self.bus.activity.describe())
+
+    def stop(self) -> None:
+        """Cancel every actor; `open_runtime` returns once they have stopped."""
+        self._task_group.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_runtime(
+    specs: Sequence[ChildSpec],
+    *,
+    clock: Clock | None = None,
+    ids: IdSource | None = None,
+    recorder: Recorder | None = None,
+) -> AsyncIterator[Runtime]:
+    """Start every actor (each subscribed before this returns) and stop them all on exit.
+
+    Raises:
+        SupervisorGaveUpError: an actor crashed past its restart intensity; every other
+            actor was stopped.
+    """
+    clock = clock or SystemClock()
+    ids = ids or SeededIds(new_seed())
+    bus = Bus(clock)
+    remove_tap = bus.add_tap(recorder.tap) if recorder is not None else None
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"actor names must be unique: {names}")
+    try:
+        async with anyio.create_task_group() as tg:
+            if recorder is not None:
+                tg.start_soon(recorder.run, name="recorder")
+            for spec in specs:
+                await tg.start(run_child, spec, bus, clock, ids, name=spec.name)
+            runtime = Runtime(bus, clock, ids, tg)
+            try:
+                yield runtime
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        gave_up, rest = group.split(SupervisorGaveUpError)
+        if gave_up is not None and rest is None:
+            raise _first(gave_up) from None
+        raise
+    finally:
+        if remove_tap is not None:
+            remove_tap()
+        if recorder is not None:
+            recorder.flush()
+        bus.close()
+
+
+def _first(group: BaseExceptionGroup[SupervisorGaveUpError]) -> SupervisorGaveUpError:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, SupervisorGaveUpError)
+    return exc
