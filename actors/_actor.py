@@ -43,6 +43,17 @@ class Context:
         self._task_group = task_group
         self.current: Envelope[Any] | None = None
         """The envelope being handled, if any."""
+        self.crashing = False
+
+    def mark_crashing(self) -> None:
+        """Keep the runtime busy from the moment of a failure until the supervisor has acted."""
+        if not self.crashing:
+            self.crashing = True
+            self._bus.activity.begin(self.crash_holder)
+
+    @property
+    def crash_holder(self) -> str:
+        return f"{self.name} (restarting)"
 
     async def publish(self, event: object) -> Envelope[Any]:
         """Publish `event` as this actor; its cause is the envelope being handled."""
@@ -87,6 +98,9 @@ class Context:
             try:
                 with holding(holder):
                     await fn(*args)
+            except Exception:
+                self.mark_crashing()
+                raise
             finally:
                 activity.end(holder)
 

@@ -39,6 +39,8 @@ class FakeClock:
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
         self._sleepers: list[tuple[float, anyio.Event]] = []
+        self.waking = 0
+        """Sleepers woken by the last move that have not resumed yet."""
 
     def now(self) -> float:
         return self._now
@@ -49,7 +51,11 @@ class FakeClock:
             return
         wake = anyio.Event()
         self._sleepers.append((self._now + seconds, wake))
-        await wake.wait()
+        try:
+            await wake.wait()
+        finally:
+            if wake.is_set():
+                self.waking -= 1
 
     def advance(self, seconds: float) -> None:
         """Move time forward by `seconds` and wake every sleeper now due."""
@@ -63,6 +69,7 @@ class FakeClock:
         due = [s for s in self._sleepers if s[0] <= self._now]
         self._sleepers = [s for s in self._sleepers if s[0] > self._now]
         for _, wake in sorted(due, key=lambda s: s[0]):
+            self.waking += 1
             wake.set()
 
     @property

@@ -103,6 +103,11 @@ class Mailbox:
     def queued(self) -> int:
         return self._receive.statistics().current_buffer_used
 
+    @property
+    def waiting_senders(self) -> int:
+        """Publishers waiting for room in this mailbox."""
+        return self._send.statistics().tasks_waiting_send
+
     def close(self) -> None:
         # Envelopes still queued are abandoned: they no longer count as outstanding work.
         left = self.queued

@@ -39,8 +39,16 @@ class Runtime:
         Raises:
             NotQuietError: still busy after `timeout` seconds of real time.
         """
+        activity = self.bus.activity
         with anyio.move_on_after(timeout) as scope:
-            await self.bus.activity.wait_quiet()
+            while True:
+                if activity.outstanding:
+                    await activity.wait_quiet()
+                elif getattr(self.clock, "waking", 0):
+                    # Sleepers woken by a fake clock count as busy again once they run.
+                    await anyio.lowlevel.checkpoint()
+                else:
+                    break
         if scope.cancelled_caught:
             raise NotQuietError(timeout, self.bus.activity.describe())
 
@@ -82,9 +90,13 @@ async def open_runtime(
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        gave_up, rest = group.split(SupervisorGaveUpError)
-        if gave_up is not None and rest is None:
-            raise _first(gave_up) from None
+        # One failure (an actor gave up, or the caller's own error) is raised as itself.
+        leaves = _leaves(group)
+        gave_up = [e for e in leaves if isinstance(e, SupervisorGaveUpError)]
+        if gave_up:
+            raise gave_up[0] from None
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
         raise
     finally:
         if remove_tap is not None:
@@ -94,9 +106,11 @@ async def open_runtime(
         bus.close()
 
 
-def _first(group: BaseExceptionGroup[SupervisorGaveUpError]) -> SupervisorGaveUpError:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    assert isinstance(exc, SupervisorGaveUpError)
-    return exc
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+            out.append(exc)
+    return out

@@ -45,11 +45,14 @@ def describe_error(exc: BaseException) -> str:
 class _Crash(Exception):
     """Carries the event being handled when an actor crashed."""
 
-    def __init__(self, error: BaseException, seq: int | None, kind: str) -> None:
+    def __init__(
+        self, error: BaseException, seq: int | None, kind: str, ctx: Context | None
+    ) -> None:
         super().__init__(describe_error(error))
         self.error = error
         self.seq = seq
         self.kind = kind
+        self.ctx = ctx
 
 
 async def run_child(
@@ -84,6 +87,8 @@ async def run_child(
                     source=spec.name,
                     causation=crash.seq,
                 )
+                if crash.ctx is not None and crash.ctx.crashing:
+                    bus.activity.end(crash.ctx.crash_holder)
     finally:
         bus.unsubscribe(mailbox)
 
@@ -124,11 +129,16 @@ async def _serve(
 ) -> None:
     """Start one actor instance and feed it its mailbox; a failure comes out as `_Crash`."""
     current: list[tuple[int | None, str]] = [(None, "")]
+    ctx: Context | None = None
     try:
         async with anyio.create_task_group() as tg:
             ctx = Context(name, bus, clock, ids, tg)
             try:
-                await actor.on_start(ctx)
+                try:
+                    await actor.on_start(ctx)
+                except Exception:
+                    ctx.mark_crashing()
+                    raise
                 if not ready:
                     task_status.started()
                     ready = True
@@ -142,7 +152,7 @@ async def _serve(
                         await actor.on_stop(ctx)
     except Exception as exc:
         seq, kind = current[0]
-        raise _Crash(exc, seq, kind) from exc
+        raise _Crash(exc, seq, kind, ctx) from exc
 
 
 def _cancel_requested() -> bool:
@@ -165,6 +175,9 @@ async def _receive_loop(
         try:
             with caused_by(item.seq), holding(mailbox.name):
                 await actor.handle(event, ctx)
+        except Exception:
+            ctx.mark_crashing()
+            raise
         finally:
             ctx.current = None
             mailbox.done()
