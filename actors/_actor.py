@@ -82,9 +82,7 @@ class Context:
             if holder is not None:
                 self._bus.activity.begin(holder)
 
-    def start_soon(
-        self, fn: Callable[[Unpack[PosArgs]], Awaitable[Any]], *args: Unpack[PosArgs]
-    ) -> None:
+    def start_soon(self, fn: Callable[[Unpack[PosArgs]], Awaitable[Any]], *args: *PosArgs) -> None:
         """Run `fn(*args)` in the background, owned by this actor.
 
         It is cancelled when the actor stops or restarts; if it raises, the actor crashed.

@@ -1,9 +1,9 @@
 """Errors the runtime raises.
 
-    RuntimeFailure
-    ├── SupervisorGaveUpError   an actor crashed past its restart intensity; the runtime stopped
-    ├── NotQuietError           settle() timed out: something kept working
-    └── LogError                an event log cannot be read (names the file and line)
+RuntimeFailure
+├── SupervisorGaveUpError   an actor crashed past its restart intensity; the runtime stopped
+├── NotQuietError           settle() timed out: something kept working
+└── LogError                an event log cannot be read (names the file and line)
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def read_log(path: Path, event_type: Any) -> LogContents:
         raise LogError(name, 1, "is empty, so it is not an event log")
     header = _read_header(name, lines[0])
     contents = LogContents(path=path, header=header)
-    decoder = msgspec.json.Decoder(Envelope[event_type])  # type: ignore[valid-type]
+    decoder = msgspec.json.Decoder(Envelope[event_type])
     last = len(lines)
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -171,9 +171,7 @@ def _explain(exc: msgspec.DecodeError | msgspec.ValidationError) -> str:
     text = str(exc)
     if isinstance(exc, msgspec.ValidationError) and text.endswith("`$.event.kind`"):
         tag = text.split("'")[1] if "'" in text else "?"
-        return (
-            f"holds an event of unknown kind '{tag}' (written by a newer version, or damaged)"
-        )
+        return f"holds an event of unknown kind '{tag}' (written by a newer version, or damaged)"
     if isinstance(exc, msgspec.ValidationError):
         return f"holds a record that does not match the log format ({text})"
     return "is not a JSON record (the file is damaged)"

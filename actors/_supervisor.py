@@ -27,7 +27,7 @@ class ChildSpec:
     factory: Callable[[], Actor[Any]]
     """Makes a fresh actor: at start, and after every crash."""
     observer: bool = False
-    """Observers (the UI) get a drop-oldest mailbox and `Lagged` notices; they never block others."""
+    """Observers (the UI) get a drop-oldest mailbox and `Lagged` notices; never block others."""
     capacity: int = 1024
     max_restarts: int = 3
     """Crashes allowed within `within_s` seconds on the injected clock before giving up."""
@@ -166,7 +166,7 @@ async def _receive_loop(
     while True:
         item = await mailbox.get()
         if isinstance(item, Lagged):
-            current[0] = (None, Lagged.__struct_config__.tag or "")
+            current[0] = (None, "actors.lagged")
             await actor.handle(item, ctx)
             continue
         event = item.event

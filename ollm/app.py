@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 
+from actors import FORMAT_VERSION as LOG_FORMAT
 from actors import (
     ChildSpec,
     FakeClock,
@@ -19,7 +20,6 @@ from actors import (
     open_runtime,
     replay,
 )
-from actors import FORMAT_VERSION as LOG_FORMAT
 
 from . import __version__
 from .config import Settings, digest, settings_from_dict, settings_to_dict
@@ -88,7 +88,7 @@ def run_config_from_header(header: LogHeader) -> RunConfig:
 async def record_scripted(
     path: Path,
     run: RunConfig,
-    inputs: Sequence[tuple[float, msgspec.Struct]],
+    inputs: Sequence[tuple[float, object]],
     *,
     seed: str,
     start: float = 1_700_000_000.0,

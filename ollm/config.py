@@ -15,7 +15,9 @@ KvType = Literal["f16", "q8_0", "q4_0"]
 Strategy = Literal["summarize", "truncate", "hybrid"]
 
 
-class _Section(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+class _Section(
+    msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True
+):
     pass
 
 

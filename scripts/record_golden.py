@@ -23,7 +23,10 @@ def scenarios() -> dict[str, tuple[RunConfig, list[tuple[float, object]]]]:
         (2.0 * i, UserSubmitted(text=f"turn {i}: {words[: 70 * (i % 7 + 2)]}")) for i in range(40)
     ]
     memory: list[tuple[float, object]] = [
-        (5.0 * i, MemorySampled(device="nvidia:0", total_bytes=8 * GiB, free_bytes=free, source="nvml"))
+        (
+            5.0 * i,
+            MemorySampled(device="nvidia:0", total_bytes=8 * GiB, free_bytes=free, source="nvml"),
+        )
         for i, free in enumerate(
             int(g * GiB) for g in (4, 2, 0.6, 0.4, 0.45, 0.7, 0.9, 1.2, 1.5, 0.3, 2.0)
         )
@@ -37,18 +40,20 @@ def scenarios() -> dict[str, tuple[RunConfig, list[tuple[float, object]]]]:
 
 
 async def record_all(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     for name, (run, inputs) in scenarios().items():
         path = out / f"{name}.jsonl"
         path.unlink(missing_ok=True)
-        await record_scripted(path, run, inputs, seed=f"golden-{name}")  # type: ignore[arg-type]
+        await record_scripted(path, run, inputs, seed=f"golden-{name}")
         print(f"recorded {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "tests" / "golden")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent.parent / "tests" / "golden"
+    )
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     anyio.run(record_all, args.out, backend="asyncio")
 
 

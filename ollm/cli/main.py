@@ -55,7 +55,10 @@ def _replay(path: Path, check: bool) -> int:
             print(line)
         return 0
     if log.torn_line:
-        print(f"note: line {log.torn_line} of {path} was torn by a crash; replaying the events before it")
+        print(
+            f"note: line {log.torn_line} of {path} was torn by a crash; "
+            "replaying the events before it"
+        )
     try:
         result = anyio.run(replay_log, log, backend="asyncio")
     except ValueError as exc:

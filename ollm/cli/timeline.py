@@ -42,4 +42,6 @@ def timeline(log: LogContents) -> Iterator[str]:
             f"{_kind(envelope):<20} {_fields(envelope.event)}"
         )
     if log.torn_line:
-        yield f"(line {log.torn_line} was torn by a crash and skipped; every complete event is above)"
+        yield (
+            f"(line {log.torn_line} was torn by a crash and skipped; every complete event is above)"
+        )

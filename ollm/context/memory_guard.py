@@ -84,16 +84,22 @@ class GuardPolicy:
         out: list[Event] = []
         for level in range(before + 1, now + 1):
             if level == Level.SOFT:
-                out.append(SoftLimitHit(used_tokens=used, limit_tokens=limit, threshold=self.compress_at))
+                out.append(
+                    SoftLimitHit(used_tokens=used, limit_tokens=limit, threshold=self.compress_at)
+                )
                 if self.compression_enabled:
                     out.append(CompressRequested(reason="auto"))
             elif level == Level.SNAPSHOT and self.auto_snapshot:
                 out.append(SnapshotRequested(reason="auto"))
             elif level == Level.HARD:
-                out.append(HardLimitHit(used_tokens=used, limit_tokens=limit, threshold=self.hard_at))
+                out.append(
+                    HardLimitHit(used_tokens=used, limit_tokens=limit, threshold=self.hard_at)
+                )
             elif level == Level.CRITICAL:
                 out.append(
-                    CriticalLimitHit(used_tokens=used, limit_tokens=limit, threshold=self.critical_at)
+                    CriticalLimitHit(
+                        used_tokens=used, limit_tokens=limit, threshold=self.critical_at
+                    )
                 )
         return out
 

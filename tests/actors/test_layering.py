@@ -27,5 +27,7 @@ def test_public_names_are_exported_once_and_sorted():
     assert actors.__all__ == tuple(sorted(actors.__all__, key=lambda n: (not n.isupper(), n)))
     for name in actors.__all__:
         assert hasattr(actors, name), name
-    public = {n for n in vars(actors) if not n.startswith("_") and n not in {"annotations", "testing"}}
+    public = {
+        n for n in vars(actors) if not n.startswith("_") and n not in {"annotations", "testing"}
+    }
     assert public == set(actors.__all__)

@@ -22,7 +22,8 @@ HEADER = LogHeader(format=1, app="test", app_version="0", config_digest="abc", i
 
 def envelopes(n: int) -> list[Envelope[TestEvent]]:
     return [
-        Envelope(seq=i + 1, at=float(i), source="t", causation=None, event=Ping(n=i)) for i in range(n)
+        Envelope(seq=i + 1, at=float(i), source="t", causation=None, event=Ping(n=i))
+        for i in range(n)
     ]
 
 
@@ -120,7 +121,11 @@ def test_a_log_whose_writer_was_killed_gives_back_every_complete_event(tmp_path)
     ("content", "line", "reason"),
     [
         (b"", 1, "is empty, so it is not an event log"),
-        (b"hello, this is a text file\n", 1, "is not an event log (the first line is not a log header)"),
+        (
+            b"hello, this is a text file\n",
+            1,
+            "is not an event log (the first line is not a log header)",
+        ),
         (b'{"some": "json"}\n', 1, "is not an event log (the first line is not a log header)"),
         (
             b'{"record":"header","format":99,"app":"x","app_version":"1","config_digest":"d"}\n',
@@ -130,7 +135,9 @@ def test_a_log_whose_writer_was_killed_gives_back_every_complete_event(tmp_path)
         ),
     ],
 )
-def test_a_file_that_is_not_a_readable_log_is_refused_in_one_sentence(tmp_path, content, line, reason):
+def test_a_file_that_is_not_a_readable_log_is_refused_in_one_sentence(
+    tmp_path, content, line, reason
+):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(content)
     with pytest.raises(LogError) as info:
@@ -143,7 +150,7 @@ def test_an_unknown_tag_or_garbage_line_names_the_line(tmp_path):
     path = tmp_path / "events.jsonl"
     write_log(path, 3)
     lines = path.read_bytes().split(b"\n")
-    unknown = lines[:2] + [lines[2].replace(b"test.ping", b"test.nope")] + lines[3:]
+    unknown = [*lines[:2], lines[2].replace(b"test.ping", b"test.nope"), *lines[3:]]
     path.write_bytes(b"\n".join(unknown))
     with pytest.raises(LogError) as info:
         read_log(path, TestEvent)
@@ -151,7 +158,7 @@ def test_an_unknown_tag_or_garbage_line_names_the_line(tmp_path):
         f"{path}, line 3: holds an event of unknown kind 'test.nope' "
         "(written by a newer version, or damaged)"
     )
-    garbage = lines[:2] + [b"\x00\xff garbage {"] + lines[3:]
+    garbage = [*lines[:2], b"\x00\xff garbage {", *lines[3:]]
     path.write_bytes(b"\n".join(garbage))
     with pytest.raises(LogError) as info:
         read_log(path, TestEvent)
@@ -161,4 +168,6 @@ def test_an_unknown_tag_or_garbage_line_names_the_line(tmp_path):
 def test_a_missing_log_is_one_sentence(tmp_path):
     with pytest.raises(LogError) as info:
         read_log(tmp_path / "nope.jsonl", TestEvent)
-    assert str(info.value) == f"{tmp_path / 'nope.jsonl'}: cannot be read (No such file or directory)"
+    assert (
+        str(info.value) == f"{tmp_path / 'nope.jsonl'}: cannot be read (No such file or directory)"
+    )

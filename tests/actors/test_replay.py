@@ -58,7 +58,9 @@ async def test_a_changed_policy_reports_the_first_divergence_with_both_events(tm
 async def test_a_missing_or_extra_derived_event_is_a_divergence(tmp_path):
     log = await record(tmp_path / "log.jsonl", [ChildSpec(name="echo", factory=Echo)], count=3)
     silent = await replay(
-        log, [ChildSpec(name="echo", factory=lambda: Echo(fail_on=frozenset({1})))], is_input=is_input
+        log,
+        [ChildSpec(name="echo", factory=lambda: Echo(fail_on=frozenset({1})))],
+        is_input=is_input,
     )
     assert silent.divergence is not None
     assert silent.divergence.seq == 4

@@ -44,14 +44,17 @@ async def test_the_rest_keeps_running_while_one_actor_crashes():
         await h.inject(Ping(n=1))
         await h.inject(Ping(n=2))
         sources = [(e.source, e.event.n) for e in h.envelopes(Pong)]
-        assert sources == [("sturdy", 1), ("fragile", 2), ("sturdy", 2)] or sorted(sources) == sorted(
-            [("sturdy", 1), ("fragile", 2), ("sturdy", 2)]
-        )
+        assert sources == [("sturdy", 1), ("fragile", 2), ("sturdy", 2)] or sorted(
+            sources
+        ) == sorted([("sturdy", 1), ("fragile", 2), ("sturdy", 2)])
 
 
 async def test_crashing_past_the_intensity_limit_gives_up_with_a_clear_error():
     spec = ChildSpec(
-        name="doomed", factory=lambda: Echo(fail_on=frozenset(range(100))), max_restarts=2, within_s=10
+        name="doomed",
+        factory=lambda: Echo(fail_on=frozenset(range(100))),
+        max_restarts=2,
+        within_s=10,
     )
     published = []
     with anyio.fail_after(5), pytest.raises(SupervisorGaveUpError) as info:
@@ -79,7 +82,10 @@ async def test_crashing_past_the_intensity_limit_gives_up_with_a_clear_error():
 
 async def test_the_intensity_window_is_measured_on_the_injected_clock():
     spec = ChildSpec(
-        name="flaky", factory=lambda: Echo(fail_on=frozenset(range(100))), max_restarts=2, within_s=10
+        name="flaky",
+        factory=lambda: Echo(fail_on=frozenset(range(100))),
+        max_restarts=2,
+        within_s=10,
     )
     async with open_harness(spec, clock=FakeClock()) as h:
         for n in range(6):

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from actors import ChildSpec, read_log, replay
+from ollm.app import RunConfig, core_specs, record_scripted, replay_log
+from ollm.context.memory_guard import GuardPolicy, MemoryGuardActor
+from ollm.events import AnyEvent, CompressRequested, SoftLimitHit, UserSubmitted, is_input
+
+pytestmark = pytest.mark.anyio
+GOLDEN = Path(__file__).parents[1] / "golden"
+
+
+def chat_inputs(turns: int) -> list[tuple[float, object]]:
+    return [
+        (1.5 * i, UserSubmitted(text=f"message {i} " + "lorem ipsum " * (i % 9 + 3)))
+        for i in range(turns)
+    ]
+
+
+async def test_a_session_replayed_100_times_derives_identical_events(tmp_path):
+    path = tmp_path / "events.jsonl"
+    await record_scripted(path, RunConfig(num_ctx=2048), chat_inputs(60), seed="seed-1")
+    log = read_log(path, AnyEvent)
+    assert any(isinstance(e.event, CompressRequested) for e in log.envelopes)
+    first = None
+    for _ in range(100):
+        result = await replay_log(log)
+        assert result.divergence is None
+        events = [(e.source, e.event) for e in result.envelopes]
+        if first is None:
+            first = events
+        assert events == first
+
+
+async def test_a_deliberately_changed_policy_reports_the_first_divergence(tmp_path):
+    path = tmp_path / "events.jsonl"
+    run = RunConfig(num_ctx=2048)
+    await record_scripted(path, run, chat_inputs(60), seed="seed-2")
+    log = read_log(path, AnyEvent)
+    eager = replace(GuardPolicy.from_settings(run.settings.context), compress_at=0.70)
+    specs = [s for s in core_specs(run) if s.name != "memory_guard"]
+    specs.append(ChildSpec(name="memory_guard", factory=lambda: MemoryGuardActor(eager)))
+    result = await replay(log, specs, is_input=is_input)
+    divergence = result.divergence
+    assert divergence is not None
+    assert divergence.expected is None, "the recording had no event where the eager guard fires"
+    assert divergence.actual is not None
+    assert isinstance(divergence.actual.event, SoftLimitHit)
+    assert divergence.actual.event.threshold == 0.70
+    recorded_soft = next(e for e in log.envelopes if isinstance(e.event, SoftLimitHit))
+    assert divergence.seq < recorded_soft.seq
+    assert "replay diverged at seq" in divergence.describe()
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.jsonl")), ids=lambda p: p.stem)
+async def test_golden_logs_replay_without_divergence(path):
+    log = read_log(path, AnyEvent)
+    assert log.torn_line == 0
+    result = await replay_log(log)
+    assert result.divergence is None, result.divergence.describe()
+    assert result.derived > 0
