@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import anyio
 
 
@@ -14,7 +12,7 @@ class Activity:
     """
 
     def __init__(self) -> None:
-        self._held: Counter[str] = Counter()
+        self._held: dict[str, int] = {}
         self._total = 0
         self._quiet = anyio.Event()
         self._quiet.set()
@@ -22,13 +20,17 @@ class Activity:
     def begin(self, holder: str, n: int = 1) -> None:
         if self._total == 0:
             self._quiet = anyio.Event()
-        self._held[holder] += n
+        held = self._held
+        held[holder] = held.get(holder, 0) + n
         self._total += n
 
     def end(self, holder: str, n: int = 1) -> None:
-        self._held[holder] -= n
-        if self._held[holder] <= 0:
-            del self._held[holder]
+        held = self._held
+        left = held[holder] - n
+        if left > 0:
+            held[holder] = left
+        else:
+            del held[holder]
         self._total -= n
         if self._total == 0:
             self._quiet.set()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, ClassVar, Generic, TypeVar, TypeVarTuple, Unpack
 
@@ -21,13 +20,9 @@ PosArgs = TypeVarTuple("PosArgs")
 _holder: ContextVar[str | None] = ContextVar("actors_holder", default=None)
 
 
-@contextmanager
-def holding(name: str) -> Iterator[None]:
-    token = _holder.set(name)
-    try:
-        yield
-    finally:
-        _holder.reset(token)
+def set_holder(name: str) -> None:
+    """The current task's work counts as `name`'s (released while it sleeps on the clock)."""
+    _holder.set(name)
 
 
 class Context:
@@ -93,9 +88,9 @@ class Context:
         activity.begin(holder)
 
         async def run() -> None:
+            set_holder(holder)
             try:
-                with holding(holder):
-                    await fn(*args)
+                await fn(*args)
             except Exception:
                 self.mark_crashing()
                 raise

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,14 +22,9 @@ Tap = Callable[[Envelope[Any]], None]
 _causation: ContextVar[int | None] = ContextVar("actors_causation", default=None)
 
 
-@contextmanager
-def caused_by(seq: int | None) -> Iterator[None]:
-    """Publications inside this block name `seq` as their cause."""
-    token = _causation.set(seq)
-    try:
-        yield
-    finally:
-        _causation.reset(token)
+def set_causation(seq: int | None) -> None:
+    """Publications from the current task (and tasks it starts) name `seq` as their cause."""
+    _causation.set(seq)
 
 
 class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,7 +107,8 @@ class Bus:
 
         `causation` defaults to the envelope the calling task is handling.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        # No checkpoint of its own: a full mailbox makes it wait, and an empty one should not
+        # cost a trip through the event loop per event.
         envelope = self._stamp(event, source, causation)
         for mailbox in self._targets(event):
             await mailbox.put(envelope)

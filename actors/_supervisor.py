@@ -10,9 +10,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from ._actor import Actor, Context, holding
-from ._bus import Bus, caused_by
+from ._actor import Actor, Context, set_holder
+from ._bus import Bus, set_causation
 from ._clock import Clock
+from ._envelope import Envelope
 from ._events import ActorCrashed, ActorRestarted, Event, Lagged, SupervisorGaveUp
 from ._exceptions import SupervisorGaveUpError
 from ._ids import IdSource
@@ -128,7 +129,7 @@ async def _serve(
     ready: bool,
 ) -> None:
     """Start one actor instance and feed it its mailbox; a failure comes out as `_Crash`."""
-    current: list[tuple[int | None, str]] = [(None, "")]
+    current: list[Envelope[Any] | Lagged | None] = [None]
     ctx: Context | None = None
     try:
         async with anyio.create_task_group() as tg:
@@ -151,8 +152,10 @@ async def _serve(
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         await actor.on_stop(ctx)
     except Exception as exc:
-        seq, kind = current[0]
-        raise _Crash(exc, seq, kind, ctx) from exc
+        item = current[0]
+        if isinstance(item, Envelope):
+            raise _Crash(exc, item.seq, _kind(item.event), ctx) from exc
+        raise _Crash(exc, None, "actors.lagged" if item is not None else "", ctx) from exc
 
 
 def _cancel_requested() -> bool:
@@ -161,24 +164,25 @@ def _cancel_requested() -> bool:
 
 
 async def _receive_loop(
-    actor: Actor[Any], ctx: Context, mailbox: Mailbox, current: list[tuple[int | None, str]]
+    actor: Actor[Any], ctx: Context, mailbox: Mailbox, current: list[Envelope[Any] | Lagged | None]
 ) -> None:
+    set_holder(mailbox.name)
     while True:
         item = await mailbox.get()
-        if isinstance(item, Lagged):
-            current[0] = (None, "actors.lagged")
+        current[0] = item
+        if type(item) is Lagged:
             await actor.handle(item, ctx)
             continue
-        event = item.event
-        current[0] = (item.seq, _kind(event))
+        assert isinstance(item, Envelope)
         ctx.current = item
+        set_causation(item.seq)
         try:
-            with caused_by(item.seq), holding(mailbox.name):
-                await actor.handle(event, ctx)
+            await actor.handle(item.event, ctx)
         except Exception:
             ctx.mark_crashing()
             raise
         finally:
+            set_causation(None)
             ctx.current = None
             mailbox.done()
 

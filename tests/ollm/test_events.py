@@ -16,7 +16,8 @@ ROOT = Path(__file__).parents[2]
 
 def _subclasses(cls: type) -> set[type]:
     out: set[type] = set()
-    for child in cls.__subclasses__():
+    children: list[type] = cls.__subclasses__()
+    for child in children:
         out |= {child} | _subclasses(child)
     return out
 
