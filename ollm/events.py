@@ -58,12 +58,16 @@ class UsageChanged(Event, frozen=True, kw_only=True, tag="usage.changed"):
 # --- thresholds and requests ----------------------------------------------------------------
 
 
-class SoftLimitHit(Event, frozen=True, kw_only=True, tag="limit.soft_hit"):
-    """Usage reached the compression threshold."""
+class _LimitReached(Event, frozen=True, kw_only=True):
+    """Usage reached `threshold`, a fraction of `limit_tokens` (the `num_ctx` sent)."""
 
     used_tokens: int
     limit_tokens: int
     threshold: float
+
+
+class SoftLimitHit(_LimitReached, frozen=True, kw_only=True, tag="limit.soft_hit"):
+    """Usage reached the compression threshold."""
 
 
 class CompressRequested(Event, frozen=True, kw_only=True, tag="compress.requested"):
@@ -78,20 +82,12 @@ class SnapshotRequested(Event, frozen=True, kw_only=True, tag="snapshot.requeste
     reason: SnapshotReason
 
 
-class HardLimitHit(Event, frozen=True, kw_only=True, tag="limit.hard_hit"):
+class HardLimitHit(_LimitReached, frozen=True, kw_only=True, tag="limit.hard_hit"):
     """Usage reached the hard limit: the context must be reduced before the next request."""
 
-    used_tokens: int
-    limit_tokens: int
-    threshold: float
 
-
-class CriticalLimitHit(Event, frozen=True, kw_only=True, tag="limit.critical_hit"):
+class CriticalLimitHit(_LimitReached, frozen=True, kw_only=True, tag="limit.critical_hit"):
     """Usage reached the critical limit: emergency snapshot, then clear."""
-
-    used_tokens: int
-    limit_tokens: int
-    threshold: float
 
 
 class LowMemory(Event, frozen=True, kw_only=True, tag="memory.low"):

@@ -27,7 +27,9 @@ def test_every_event_is_in_the_union_with_a_unique_dotted_tag():
     defined = {
         cls
         for cls in _subclasses(actors.Event)
-        if cls.__module__ in ("ollm.events", "actors._events") and cls is not actors.Input
+        if cls.__module__ in ("ollm.events", "actors._events")
+        and cls is not actors.Input
+        and not cls.__name__.startswith("_")
     }
     assert defined == union
     tags = [msgspec.inspect.type_info(cls).tag for cls in union]  # type: ignore[attr-defined]

@@ -8,7 +8,15 @@ import pytest
 from actors import ChildSpec, read_log, replay
 from ollm.app import RunConfig, core_specs, record_scripted, replay_log
 from ollm.context.memory_guard import GuardPolicy, MemoryGuardActor
-from ollm.events import AnyEvent, CompressRequested, SoftLimitHit, UserSubmitted, is_input
+from ollm.context.token_counter import TokenCounterActor
+from ollm.events import (
+    AnyEvent,
+    CompressRequested,
+    SoftLimitHit,
+    UsageChanged,
+    UserSubmitted,
+    is_input,
+)
 
 pytestmark = pytest.mark.anyio
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -63,3 +71,30 @@ async def test_golden_logs_replay_without_divergence(path):
     result = await replay_log(log)
     assert result.divergence is None, result.divergence.describe()
     assert result.derived > 0
+
+
+class GreedyCounter(TokenCounterActor):
+    """A changed counting policy: one token more per message."""
+
+    async def handle(self, event, ctx):
+        self.total += 1
+        await super().handle(event, ctx)
+
+
+async def test_a_changed_counting_policy_shows_both_events_at_the_divergence(tmp_path):
+    path = tmp_path / "events.jsonl"
+    run = RunConfig(num_ctx=2048)
+    await record_scripted(path, run, chat_inputs(5), seed="seed-3")
+    log = read_log(path, AnyEvent)
+    specs = [s for s in core_specs(run) if s.name != "token_counter"]
+    specs.append(ChildSpec(name="token_counter", factory=lambda: GreedyCounter(run.num_ctx)))
+    divergence = (await replay(log, specs, is_input=is_input)).divergence
+    assert divergence is not None
+    first_usage = next(e for e in log.envelopes if isinstance(e.event, UsageChanged))
+    assert divergence.seq == first_usage.seq
+    assert divergence.expected == first_usage
+    assert divergence.actual is not None
+    assert divergence.actual.event == UsageChanged(
+        used_tokens=first_usage.event.used_tokens + 1, limit_tokens=2048
+    )
+    assert divergence.describe().startswith(f"replay diverged at seq {first_usage.seq}: expected ")
