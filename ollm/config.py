@@ -1,18 +1,30 @@
-"""Typed settings. Keys are camelCase in YAML, snake_case in code.
+"""Typed settings: the YAML file < `OLLM_*`/`OLLAMA_HOST` environment < command-line flags.
 
-Loading (YAML file < `OLLM_*` environment < command-line flags) arrives with the provider
-work; for now the defaults below are what every run uses.
+Keys are camelCase in YAML, snake_case in code. Every error names the key, the value and what
+is allowed, in one sentence (`ConfigError`).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import platformdirs
+import yaml
 from blake3 import blake3
 
 KvType = Literal["f16", "q8_0", "q4_0"]
 Strategy = Literal["summarize", "truncate", "hybrid"]
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; `str()` is one sentence for the user."""
 
 
 class _Section(
@@ -57,8 +69,296 @@ class ContextSettings(_Section, frozen=True, kw_only=True):
     guard: GuardSettings = GuardSettings()
 
 
+class OllamaSettings(_Section, frozen=True, kw_only=True):
+    host: str = DEFAULT_HOST
+    keep_alive: str = "5m"
+    """How long Ollama keeps the model loaded after a request (Ollama's duration syntax)."""
+    timeout: float = 300.0
+    """Seconds to wait for the server to start answering or to send the next chunk."""
+    think: bool = True
+    """Let thinking models think (only sent to models with the `thinking` capability)."""
+    max_reply_tokens: int = 2048
+    """`num_predict` for a chat reply (always bounded by the room left in the context)."""
+
+
 class Settings(_Section, frozen=True, kw_only=True):
+    model: str = ""
+    """The model to chat with; empty = ask Ollama which ones are installed and say so."""
+    system_prompt: str = ""
     context: ContextSettings = ContextSettings()
+    ollama: OllamaSettings = OllamaSettings()
+
+
+def config_dir() -> Path:
+    return Path(platformdirs.user_config_dir("ollm", appauthor=False))
+
+
+def default_config_path() -> Path:
+    return config_dir() / "config.yaml"
+
+
+def data_home() -> Path:
+    """`OLLM_HOME`, else the platform's user data directory."""
+    home = os.environ.get("OLLM_HOME")
+    return Path(home).expanduser() if home else Path(platformdirs.user_data_dir("ollm", False))
+
+
+def state_dir() -> Path:
+    return Path(platformdirs.user_state_dir("ollm", appauthor=False))
+
+
+# --- loading ------------------------------------------------------------------------------
+
+_ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "OLLM_MODEL": ("model",),
+    "OLLM_CONTEXT_SIZE": ("context", "targetSize"),
+    "OLLM_CONTEXT_AUTO": ("context", "autoSize"),
+    "OLLM_CONTEXT_VRAM_BUFFER": ("context", "vramBuffer"),
+    "OLLM_KV_CACHE_TYPE": ("context", "kvQuantization"),
+    "OLLAMA_HOST": ("ollama", "host"),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[tuple[str, ...], Any] | None = None,
+) -> Settings:
+    """Settings from the YAML file (if it exists), then the environment, then flags.
+
+    Args:
+        path: the config file; default: `config.yaml` in the user config directory. A path
+            given explicitly must exist.
+        env: the environment (default `os.environ`).
+        flags: overrides by camelCase key path, e.g. `{("context", "targetSize"): 8192}`.
+
+    Raises:
+        ConfigError: one sentence naming the source, the key, the value and what is allowed.
+    """
+    explicit = path is not None
+    path = path or default_config_path()
+    data: dict[str, Any] = {}
+    source = str(path)
+    if path.exists():
+        data = _read_yaml(path)
+    elif explicit:
+        raise ConfigError(f"{path}: no such config file; check the path given to --config")
+    sources: dict[tuple[str, ...], str] = {}
+    for name, key in _ENV_KEYS.items():
+        value = (os.environ if env is None else env).get(name)
+        if value is not None and value != "":
+            _put(data, key, _env_value(key, value))
+            sources[key] = f"environment variable {name}"
+    for key, value in (flags or {}).items():
+        _put(data, key, value)
+        sources[key] = f"command-line flag --{_flag_name(key)}"
+    settings = _convert(data, source, sources)
+    return _normalised(_checked(settings, source, sources))
+
+
+def _flag_name(key: tuple[str, ...]) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", key[-1]).lower()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: is not valid YAML{where}; fix the syntax there") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys (like `context:`), not a list or text")
+    return raw
+
+
+def _env_value(key: tuple[str, ...], value: str) -> Any:
+    if key[-1] == "autoSize":
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        return value
+    if key[-1] in ("targetSize", "vramBuffer"):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
+def _put(data: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in key[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[key[-1]] = value
+
+
+def _lookup(data: Any, path: list[str]) -> Any:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+_EXPECTED = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "object": "a mapping of keys",
+}
+
+
+def _convert(
+    data: dict[str, Any], source: str, sources: dict[tuple[str, ...], str]
+) -> Settings:
+    try:
+        return msgspec.convert(data, Settings)
+    except msgspec.ValidationError as exc:
+        raise _explain(str(exc), data, source, sources) from None
+
+
+def _explain(
+    text: str, data: dict[str, Any], source: str, sources: dict[tuple[str, ...], str]
+) -> ConfigError:
+    match = re.search(r"- at `\$((?:\.[A-Za-z_]\w*)*)`$", text)
+    path = match.group(1).lstrip(".").split(".") if match and match.group(1) else []
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
+    if unknown:
+        key = ".".join([*path, unknown.group(1)])
+        return ConfigError(
+            f"{source}: unknown key {key}; check its spelling against docs/configuration.md"
+        )
+    key = ".".join(path) or "(top level)"
+    where = sources.get(tuple(path), source)
+    value = _lookup(data, path)
+    enum = re.match(r"Invalid enum value (.*) - at", text)
+    if enum:
+        allowed = _allowed(path)
+        return ConfigError(f"{where}: {key} = {value!r} is not allowed; use one of {allowed}")
+    expected = re.match(r"Expected `([^`]+)`", text)
+    if expected:
+        names = [n.strip() for n in expected.group(1).split("|")]
+        want = " or ".join(_EXPECTED.get(n, n) for n in names)
+        return ConfigError(f"{where}: {key} = {value!r} is not allowed; it must be {want}")
+    return ConfigError(f"{where}: {key} = {value!r} is not allowed ({text})")
+
+
+def _allowed(path: list[str]) -> str:
+    leaf = path[-1] if path else ""
+    options = {
+        "kvQuantization": ("f16", "q8_0", "q4_0"),
+        "strategy": ("summarize", "truncate", "hybrid"),
+    }.get(leaf, ())
+    return ", ".join(options) if options else "a valid value"
+
+
+def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str]) -> Settings:
+    ctx = settings.context
+
+    def fail(key: tuple[str, ...], value: object, rule: str) -> ConfigError:
+        where = sources.get(key, source)
+        return ConfigError(f"{where}: {'.'.join(key)} = {value!r} is not allowed; {rule}")
+
+    for key, value in (
+        (("context", "compression", "threshold"), ctx.compression.threshold),
+        (("context", "snapshots", "autoThreshold"), ctx.snapshots.auto_threshold),
+        (("context", "guard", "hardLimit"), ctx.guard.hard_limit),
+        (("context", "guard", "critical"), ctx.guard.critical),
+    ):
+        if not (math.isfinite(value) and 0 < value <= 1):
+            raise fail(key, value, "it must be a fraction of num_ctx above 0 and at most 1")
+    positive = (
+        (("context", "targetSize"), ctx.target_size, 256),
+        (("context", "minSize"), ctx.min_size, 256),
+        (("context", "compression", "summaryMaxTokens"), ctx.compression.summary_max_tokens, 16),
+        (("context", "snapshots", "maxCount"), ctx.snapshots.max_count, 1),
+        (("ollama", "maxReplyTokens"), settings.ollama.max_reply_tokens, 1),
+    )
+    for key, number, least in positive:
+        if number < least:
+            raise fail(key, number, f"it must be at least {least}")
+    for key, number in (
+        (("context", "maxSize"), ctx.max_size),
+        (("context", "vramBuffer"), ctx.vram_buffer),
+        (("context", "compression", "preserveRecent"), ctx.compression.preserve_recent),
+        (("context", "guard", "lowMemoryMb"), ctx.guard.low_memory_mb),
+        (("context", "guard", "recoverMemoryMb"), ctx.guard.recover_memory_mb),
+    ):
+        if number < 0:
+            raise fail(key, number, "it must not be negative")
+    if ctx.max_size and ctx.max_size < ctx.min_size:
+        raise fail(
+            ("context", "maxSize"), ctx.max_size, f"it must be 0 or at least minSize ({ctx.min_size})"
+        )
+    if ctx.guard.recover_memory_mb < ctx.guard.low_memory_mb:
+        raise fail(
+            ("context", "guard", "recoverMemoryMb"),
+            ctx.guard.recover_memory_mb,
+            f"it must be at least lowMemoryMb ({ctx.guard.low_memory_mb})",
+        )
+    timeout = settings.ollama.timeout
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise fail(("ollama", "timeout"), timeout, "it must be a number of seconds above 0")
+    try:
+        normalise_host(settings.ollama.host)
+    except ValueError as exc:
+        raise fail(("ollama", "host"), settings.ollama.host, str(exc)) from None
+    return settings
+
+
+def normalise_host(host: str) -> str:
+    """Ollama's own reading of `OLLAMA_HOST`: scheme and port optional, default port 11434.
+
+    Raises:
+        ValueError: the text cannot be a host.
+    """
+    text = host.strip()
+    if not text:
+        raise ValueError("it must be a host such as http://127.0.0.1:11434")
+    scheme = "http"
+    if "://" in text:
+        scheme, text = text.split("://", 1)
+        if scheme not in ("http", "https"):
+            raise ValueError("use http:// or https://")
+    text = text.rstrip("/")
+    hostport, _, path = text.partition("/")
+    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?", hostport):
+        raise ValueError("it must be a host such as http://127.0.0.1:11434")
+    if ":" not in hostport.rsplit("]", 1)[-1]:
+        hostport += ":11434"
+    name, _, port = hostport.rpartition(":")
+    if not 0 < int(port) < 65536:
+        raise ValueError("the port must be between 1 and 65535")
+    if name == "0.0.0.0":
+        name = "127.0.0.1"
+    return f"{scheme}://{name}:{port}" + (f"/{path}" if path else "")
+
+
+def _normalised(settings: Settings) -> Settings:
+    host = normalise_host(settings.ollama.host)
+    if host == settings.ollama.host:
+        return settings
+    return msgspec.structs.replace(
+        settings, ollama=msgspec.structs.replace(settings.ollama, host=host)
+    )
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:

@@ -11,11 +11,84 @@ from __future__ import annotations
 
 from typing import Literal
 
+from msgspec import Struct
+
 from actors import Event, Input, RuntimeEvent
 
 Role = Literal["system", "user", "assistant", "tool"]
 CompressReason = Literal["auto", "user", "emergency"]
 SnapshotReason = Literal["manual", "auto", "pre-compression", "emergency"]
+Purpose = Literal["chat", "summary"]
+FailureKind = Literal[
+    "server_unreachable",
+    "model_not_found",
+    "context_overflow",
+    "out_of_memory",
+    "stream_error",
+    "malformed_reply",
+    "timeout",
+    "connection_reset",
+    "server_error",
+]
+
+
+class ToolCall(Struct, frozen=True, kw_only=True):
+    """A function call the model asked for (Ollama's `tool_calls[].function`)."""
+
+    name: str
+    arguments: str
+    """The arguments as compact JSON text."""
+    id: str = ""
+
+
+class Message(Struct, frozen=True, kw_only=True):
+    """One message of the conversation."""
+
+    id: str
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_name: str = ""
+    """For a `tool` message: the tool whose result this is."""
+    unanswered: bool = False
+    """A user message whose request failed or was cancelled; it stays in the conversation."""
+
+
+class ChatMessage(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message as sent to Ollama's `/api/chat`."""
+
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_name: str = ""
+
+
+class ToolSchema(Struct, frozen=True, kw_only=True):
+    """A tool offered to the model; Ollama renders its JSON schema into the prompt."""
+
+    name: str
+    description: str = ""
+    parameters: str = "{}"
+    """The JSON schema of the parameters, as compact JSON text."""
+
+
+class RunnerOptions(Struct, frozen=True, kw_only=True):
+    """The load-time options: any change makes Ollama reload the model, so every request to a
+    model carries the same ones (built in one place, `ollm.profiles.runner_options`)."""
+
+    num_ctx: int
+
+
+class ConversationState(Struct, frozen=True, kw_only=True):
+    """A conversation as a value: what a snapshot or a resumed session restores."""
+
+    system_prompt: str = ""
+    summary: str = ""
+    pinned: tuple[str, ...] = ()
+    messages: tuple[Message, ...] = ()
+    next_message: int = 1
+    next_request: int = 1
+
 
 # --- inputs -------------------------------------------------------------------------------
 
@@ -24,6 +97,91 @@ class UserSubmitted(Input, frozen=True, kw_only=True, tag="user.submitted"):
     """The user sent a chat message."""
 
     text: str
+
+
+class CancelRequested(Input, frozen=True, kw_only=True, tag="user.cancel_requested"):
+    """The user asked to stop the reply being generated (Ctrl-C)."""
+
+    request_id: str = ""
+    """Empty: whatever is generating now."""
+
+
+class ModelSelected(Input, frozen=True, kw_only=True, tag="model.selected"):
+    """The model and context size in force, decided from config, profile and the server."""
+
+    model: str
+    size: int
+    """The size the user picked (or the profile option chosen for it)."""
+    num_ctx: int
+    """What is sent to Ollama as `num_ctx`: the denominator of every threshold."""
+    model_max: int = 0
+    """The model's own maximum context (0 = unknown)."""
+    thinking: bool = False
+    """The model has the `thinking` capability."""
+    how: str = ""
+    """How `num_ctx` was decided, in words (shown to the user)."""
+    warning: str = ""
+    """A warning the user must see (e.g. the 0.85 fallback), else empty."""
+    smaller: tuple[int, ...] = ()
+    """Smaller `num_ctx` values to fall back to after an out-of-memory error, largest first."""
+
+
+class SessionResumed(Input, frozen=True, kw_only=True, tag="session.resumed"):
+    """A session was resumed from its log: the conversation it had."""
+
+    session_id: str
+    state: ConversationState
+
+
+class ModelLoaded(Input, frozen=True, kw_only=True, tag="model.loaded"):
+    """Ollama reports the model loaded (`/api/ps`), after ollm's deliberate (re)load."""
+
+    model: str
+    context_length: int
+    """`/api/ps` `context_length`: the context the server really gave (0 = not reported)."""
+    size_bytes: int = 0
+    size_vram_bytes: int = 0
+
+
+class ReplyChunk(Input, frozen=True, kw_only=True, tag="reply.chunk"):
+    """A piece of the reply as it streams."""
+
+    request_id: str
+    content: str = ""
+    thinking: str = ""
+
+
+class ReplyCompleted(Input, frozen=True, kw_only=True, tag="reply.completed"):
+    """The reply ended; Ollama's own token counts."""
+
+    request_id: str
+    content: str
+    thinking: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    prompt_eval_count: int = 0
+    """Prompt tokens the server used (after any truncation); 0 = not reported."""
+    eval_count: int = 0
+    done_reason: str = ""
+
+
+class ReplyFailed(Input, frozen=True, kw_only=True, tag="reply.failed"):
+    """The request failed; `message` is one sentence for the user."""
+
+    request_id: str
+    failure: FailureKind
+    message: str
+    n_prompt_tokens: int = 0
+    """For an overflow: the prompt size the server counted, when it said."""
+    n_ctx: int = 0
+    partial: str = ""
+    """What had streamed before the failure."""
+
+
+class ReplyCancelled(Input, frozen=True, kw_only=True, tag="reply.cancelled"):
+    """The reply was stopped on the user's request."""
+
+    request_id: str
+    partial: str = ""
 
 
 class MemorySampled(Input, frozen=True, kw_only=True, tag="memory.sampled"):
@@ -43,9 +201,46 @@ class MemorySampled(Input, frozen=True, kw_only=True, tag="memory.sampled"):
 class MessageAdded(Event, frozen=True, kw_only=True, tag="message.added"):
     """A message joined the conversation."""
 
+    message: Message
+
+
+class MessageUnanswered(Event, frozen=True, kw_only=True, tag="message.unanswered"):
+    """A user message's request failed or was cancelled; the message stays, marked."""
+
     message_id: str
-    role: Role
-    content: str
+    reason: str
+
+
+class ChatRequested(Event, frozen=True, kw_only=True, tag="chat.requested"):
+    """The session asks the provider for a reply: exactly what goes on the wire."""
+
+    request_id: str
+    model: str
+    messages: tuple[ChatMessage, ...]
+    options: RunnerOptions
+    purpose: Purpose = "chat"
+    num_predict: int = -1
+    think: bool | None = None
+    """None: not sent (the model cannot think)."""
+    tools: tuple[ToolSchema, ...] = ()
+    attempt: int = 1
+
+
+class ContextReduced(Event, frozen=True, kw_only=True, tag="context.reduced"):
+    """Messages were taken out of the active context to make it fit."""
+
+    removed_ids: tuple[str, ...]
+    reason: str
+    tokens_before: int = 0
+    tokens_after: int = 0
+
+
+class ContextSizeChanged(Event, frozen=True, kw_only=True, tag="context.size_changed"):
+    """The session changed `num_ctx` on its own (e.g. smaller after out of memory)."""
+
+    model: str
+    num_ctx: int
+    reason: str
 
 
 class UsageChanged(Event, frozen=True, kw_only=True, tag="usage.changed"):
@@ -53,6 +248,14 @@ class UsageChanged(Event, frozen=True, kw_only=True, tag="usage.changed"):
 
     used_tokens: int
     limit_tokens: int
+
+
+class TruncationDetected(Event, frozen=True, kw_only=True, tag="usage.truncation_detected"):
+    """Ollama counted far fewer prompt tokens than were sent: it cut the conversation."""
+
+    request_id: str
+    sent_tokens: int
+    counted_tokens: int
 
 
 # --- thresholds and requests ----------------------------------------------------------------
@@ -108,9 +311,22 @@ class MemoryRecovered(Event, frozen=True, kw_only=True, tag="memory.recovered"):
 
 DomainEvent = (
     UserSubmitted
+    | CancelRequested
+    | ModelSelected
+    | SessionResumed
+    | ModelLoaded
+    | ReplyChunk
+    | ReplyCompleted
+    | ReplyFailed
+    | ReplyCancelled
     | MemorySampled
     | MessageAdded
+    | MessageUnanswered
+    | ChatRequested
+    | ContextReduced
+    | ContextSizeChanged
     | UsageChanged
+    | TruncationDetected
     | SoftLimitHit
     | CompressRequested
     | SnapshotRequested

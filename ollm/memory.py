@@ -1,0 +1,231 @@
+"""Pure memory arithmetic: the KV cache a context costs, from the model's own architecture.
+
+The KV cache llama.cpp allocates (Ollama embeds it) is, in bytes,
+
+    n_stream × Σ_{layers l with KV} cells(l) × [row(type_k, d_k·K_l) + row(type_v, d_v·K_l)]
+
+where K_l is the layer's KV head count, d_k/d_v the key/value head sizes, and row(t, n) the
+bytes of n values of type t (f16: 2 per value; q8_0: 34 per block of 32; q4_0: 18 per 32).
+The context is padded to a multiple of 256 cells; with several sequences and a split
+(non-unified) cache each of the n_stream sequences gets pad256(n_ctx / n_seq) cells;
+sliding-window layers hold at most pad256(window + n_ubatch) cells. No parameter-count rule
+of thumb is used anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CELL_PADDING = 256
+
+# (values per block, bytes per block), from ggml's block layouts.
+_BLOCKS: dict[str, tuple[int, int]] = {
+    "f32": (1, 4),
+    "f16": (1, 2),
+    "bf16": (1, 2),
+    "q8_0": (32, 34),
+    "q5_1": (32, 24),
+    "q5_0": (32, 22),
+    "q4_1": (32, 20),
+    "q4_0": (32, 18),
+    "iq4_nl": (32, 18),
+}
+CACHE_TYPES = tuple(_BLOCKS)
+
+# Sliding-window layout by architecture when the GGUF carries no per-layer pattern:
+# every `n`-th layer is global (full attention), the others slide. gemma2: layer 0 slides,
+# then every other one; gemma3: five local then one global.
+_SWA_PERIOD = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4, "gpt-oss": 2}
+
+
+class ArchitectureError(ValueError):
+    """`model_info` lacks what the KV arithmetic needs; `str()` says which key."""
+
+
+def pad(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def row_bytes(cache_type: str, values: int) -> int:
+    """Bytes of `values` elements of `cache_type`.
+
+    Raises:
+        ValueError: unknown type, or a quantized row that is not a whole number of blocks
+            (llama.cpp refuses such a cache).
+    """
+    try:
+        per_block, block_bytes = _BLOCKS[cache_type]
+    except KeyError:
+        raise ValueError(
+            f"unknown KV cache type {cache_type!r}; use one of {', '.join(CACHE_TYPES)}"
+        ) from None
+    if values % per_block:
+        raise ValueError(
+            f"a {cache_type} cache needs rows that are multiples of {per_block} values, "
+            f"this model's rows have {values}"
+        )
+    return values // per_block * block_bytes
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the KV arithmetic needs, read from GGUF metadata (`/api/show` `model_info`)."""
+
+    name: str
+    layers: int
+    kv_heads: tuple[int, ...]
+    """Per layer; 0 in a layer means it has no KV cache."""
+    key_length: int
+    value_length: int
+    context_length: int = 0
+    """The trained context (0 = unknown)."""
+    sliding_window: int = 0
+    swa_layers: tuple[bool, ...] = ()
+    """Per layer: True where the layer attends over a sliding window."""
+    parameter_count: int = 0
+
+    @classmethod
+    def from_model_info(cls, info: Mapping[str, Any]) -> Architecture:
+        """Read the architecture from `/api/show`'s `model_info` (or any GGUF key/value map).
+
+        Raises:
+            ArchitectureError: a required key is missing or has the wrong type.
+        """
+        name = info.get("general.architecture")
+        if not isinstance(name, str) or not name:
+            raise ArchitectureError("model_info has no general.architecture")
+
+        def number(key: str, default: int | None = None) -> int:
+            value = info.get(f"{name}.{key}", default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                if default is not None and value is None:
+                    return default
+                raise ArchitectureError(f"model_info has no usable {name}.{key}")
+            return int(value)
+
+        layers = number("block_count")
+        if layers < 1:
+            raise ArchitectureError(f"model_info has no usable {name}.block_count")
+        heads = _per_layer(info.get(f"{name}.attention.head_count", 1), layers, name, "head_count")
+        kv = info.get(f"{name}.attention.head_count_kv", None)
+        kv_heads = _per_layer(kv if kv is not None else heads, layers, name, "head_count_kv")
+        max_heads = max(heads) or 1
+        embedding = number("embedding_length", 0)
+        default_head = embedding // max_heads if embedding else 0
+        key_length = number("attention.key_length", default_head)
+        value_length = number("attention.value_length", default_head)
+        if key_length <= 0 or value_length <= 0:
+            raise ArchitectureError(
+                f"model_info has no {name}.attention.key_length and no embedding_length"
+            )
+        window = number("attention.sliding_window", 0)
+        swa = _swa_layers(info, name, layers, window)
+        return cls(
+            name=name,
+            layers=layers,
+            kv_heads=kv_heads,
+            key_length=key_length,
+            value_length=value_length,
+            context_length=number("context_length", 0),
+            sliding_window=window,
+            swa_layers=swa,
+            parameter_count=int(info.get("general.parameter_count", 0) or 0),
+        )
+
+
+def _per_layer(value: Any, layers: int, arch: str, key: str) -> tuple[int, ...]:
+    if isinstance(value, bool):
+        raise ArchitectureError(f"model_info has no usable {arch}.attention.{key}")
+    if isinstance(value, int | float):
+        return (int(value),) * layers
+    if isinstance(value, list | tuple) and len(value) == layers:
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            return tuple(int(v) for v in value)
+    raise ArchitectureError(
+        f"model_info {arch}.attention.{key} is neither a number nor one per layer "
+        "(ask /api/show with verbose=true for per-layer arrays)"
+    )
+
+
+def _swa_layers(info: Mapping[str, Any], arch: str, layers: int, window: int) -> tuple[bool, ...]:
+    if window <= 0:
+        return (False,) * layers
+    pattern = info.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list | tuple) and len(pattern) == layers:
+        return tuple(bool(p) for p in pattern)
+    period = pattern if isinstance(pattern, int) and not isinstance(pattern, bool) else None
+    period = period or _SWA_PERIOD.get(arch)
+    if not period:
+        return (True,) * layers  # every layer slides (e.g. mistral's window)
+    return tuple((i % period) < period - 1 for i in range(layers))
+
+
+def kv_cache_bytes(
+    arch: Architecture,
+    n_ctx: int,
+    cache_type_k: str = "f16",
+    cache_type_v: str | None = None,
+    *,
+    n_seq: int = 1,
+    unified: bool = False,
+    n_ubatch: int = 512,
+) -> int:
+    """The bytes llama.cpp allocates for the KV cache of a context of `n_ctx` cells in all.
+
+    Args:
+        n_ctx: the context llama.cpp is given (Ollama gives `num_ctx × parallel`).
+        n_seq: parallel sequences (Ollama's `OLLAMA_NUM_PARALLEL`).
+        unified: one shared pool for all sequences instead of one stream each.
+    """
+    if n_ctx < 1 or n_seq < 1:
+        raise ValueError("n_ctx and n_seq must be positive")
+    cache_type_v = cache_type_v or cache_type_k
+    total = pad(n_ctx, CELL_PADDING)
+    if unified or n_seq == 1:
+        per_stream, streams = total, 1
+    else:
+        per_stream, streams = pad(total // n_seq, CELL_PADDING), n_seq
+    window_cells = 0
+    if arch.sliding_window:
+        span = arch.sliding_window * (n_seq if unified else 1) + n_ubatch
+        window_cells = min(per_stream, pad(span, CELL_PADDING))
+    size = 0
+    for layer, heads in enumerate(arch.kv_heads):
+        if heads <= 0:
+            continue
+        slides = bool(arch.swa_layers) and arch.swa_layers[layer]
+        cells = window_cells if slides and window_cells else per_stream
+        size += cells * (
+            row_bytes(cache_type_k, arch.key_length * heads)
+            + row_bytes(cache_type_v, arch.value_length * heads)
+        )
+    return size * streams
+
+
+def kv_bytes_per_token(arch: Architecture, cache_type: str = "f16") -> int:
+    """KV bytes one token of context costs with every layer counted (no sliding window)."""
+    return sum(
+        row_bytes(cache_type, arch.key_length * k) + row_bytes(cache_type, arch.value_length * k)
+        for k in arch.kv_heads
+        if k > 0
+    )
+
+
+def ollama_kv_bytes(
+    arch: Architecture, num_ctx: int, cache_type: str = "f16", parallel: int = 1
+) -> int:
+    """The KV cache Ollama's llama-server allocates for `num_ctx` per slot and `parallel` slots
+    (it passes `-c num_ctx·parallel -np parallel`, a split cache)."""
+    return kv_cache_bytes(arch, num_ctx * parallel, cache_type, n_seq=parallel)
+
+
+def gib(n_bytes: float) -> float:
+    return n_bytes / 1024**3
+
+
+def round_up_gb(n_bytes: float, digits: int = 1) -> float:
+    factor = 10**digits
+    return math.ceil(gib(n_bytes) * factor) / factor
