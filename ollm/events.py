@@ -126,11 +126,12 @@ class ModelSelected(Input, frozen=True, kw_only=True, tag="model.selected"):
     """Smaller `num_ctx` values to fall back to after an out-of-memory error, largest first."""
 
 
-class SessionResumed(Input, frozen=True, kw_only=True, tag="session.resumed"):
-    """A session was resumed from its log: the conversation it had."""
+class SessionOpened(Input, frozen=True, kw_only=True, tag="session.opened"):
+    """A session began: new (an empty conversation with the system prompt) or resumed."""
 
     session_id: str
     state: ConversationState
+    resumed: bool = False
 
 
 class ModelLoaded(Input, frozen=True, kw_only=True, tag="model.loaded"):
@@ -313,7 +314,7 @@ DomainEvent = (
     UserSubmitted
     | CancelRequested
     | ModelSelected
-    | SessionResumed
+    | SessionOpened
     | ModelLoaded
     | ReplyChunk
     | ReplyCompleted

@@ -1,12 +1,33 @@
-"""Pure token estimation. Calibration from the server's counts arrives with the provider."""
+"""Pure token accounting: estimates, per-model calibration, and the running total.
+
+Until a reply reports Ollama's own counts, a message costs ceil(chars / 4) tokens of content
+plus the template's role tokens. Each reply's `prompt_eval_count` then does two things:
+it calibrates the content estimate per model (tokens per estimated token), and it anchors the
+total: the prompt just sent is known exactly, so the next prompt is that exact figure plus
+estimates for what was added since (the reply itself is known exactly from `eval_count`).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+
+from blake3 import blake3
+
+from .events import ChatMessage, ChatRequested, Message, ReplyCompleted, ToolCall, ToolSchema
 
 CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD = 4
-"""Template and role tokens around each message (e.g. `<|start|>user\\n … <|end|>`)."""
+ROLE_OVERHEAD = 4
+"""Template and role tokens around each message (`<|start|>user\\n … <|end|>`)."""
+PRIMING = 4
+"""BOS and the assistant header that opens the reply."""
+TOOL_CALL_OVERHEAD = 8
+"""Per tool call: the wrapper the template puts around its name and arguments."""
+TOOL_SCHEMA_OVERHEAD = 10
+"""Per tool offered: the wrapper around its JSON schema in the prompt."""
+TRUNCATION_RATIO = 0.85
+"""A server count below this share of what was sent means the server cut the prompt."""
+MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 
 
 def estimate_text(text: str) -> int:
@@ -14,6 +35,170 @@ def estimate_text(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def estimate_message(content: str) -> int:
-    """A message's estimated share of the prompt, overhead included."""
-    return estimate_text(content) + MESSAGE_OVERHEAD
+@dataclass
+class TokenCache:
+    """Raw estimates keyed by the blake3 digest of what was counted."""
+
+    entries: dict[bytes, int] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def raw(self, text: str) -> int:
+        key = blake3(text.encode()).digest(length=16)
+        value = self.entries.get(key)
+        if value is None:
+            self.misses += 1
+            value = estimate_text(text)
+            self.entries[key] = value
+        else:
+            self.hits += 1
+        return value
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+def _tool_call_text(call: ToolCall) -> str:
+    return f"{call.name}({call.arguments})"
+
+
+@dataclass
+class Counted:
+    """One message's count: raw content units and fixed overhead, so calibration can rescale."""
+
+    raw: int
+    overhead: int
+
+    def tokens(self, factor: float) -> int:
+        return math.ceil(self.raw * factor) + self.overhead
+
+
+@dataclass
+class Sent:
+    """What a request carried, as estimated when it was sent."""
+
+    model: str
+    raw: int
+    overhead: int
+    message_count: int
+
+
+@dataclass
+class Accounting:
+    """The running count of one conversation against `num_ctx`.
+
+    Every operation on a message is O(1); recalibration rescales in O(messages) once per reply.
+    """
+
+    num_ctx: int = 0
+    model: str = ""
+    cache: TokenCache = field(default_factory=TokenCache)
+    factors: dict[str, float] = field(default_factory=dict)
+    messages: dict[str, Counted] = field(default_factory=dict)
+    raw_total: int = 0
+    overhead_total: int = 0
+    correction: int = 0
+    """Exact minus estimated tokens of the last prompt the server counted (the anchor)."""
+    tools_raw: int = 0
+    tools_overhead: int = 0
+    sent: dict[str, Sent] = field(default_factory=dict)
+    reply_tokens: dict[bytes, int] = field(default_factory=dict)
+
+    @property
+    def factor(self) -> float:
+        return self.factors.get(self.model, 1.0)
+
+    def count(self, message: Message | ChatMessage) -> Counted:
+        raw = self.cache.raw(message.content)
+        overhead = ROLE_OVERHEAD
+        for call in message.tool_calls:
+            raw += self.cache.raw(_tool_call_text(call))
+            overhead += TOOL_CALL_OVERHEAD
+        return Counted(raw=raw, overhead=overhead)
+
+    def used(self) -> int:
+        """Tokens the next prompt will take, as far as is known now."""
+        content = math.ceil((self.raw_total + self.tools_raw) * self.factor)
+        return content + self.overhead_total + self.tools_overhead + PRIMING + self.correction
+
+    def add(self, message: Message) -> None:
+        counted = self.count(message)
+        if message.role == "assistant" and not message.tool_calls:
+            exact = self.reply_tokens.pop(_digest(message.content), None)
+            if exact is not None:
+                # The reply's length is known exactly: fold the difference into the anchor.
+                self.correction += exact - math.ceil(counted.raw * self.factor)
+        previous = self.messages.get(message.id)
+        if previous is not None:
+            self.raw_total -= previous.raw
+            self.overhead_total -= previous.overhead
+        self.messages[message.id] = counted
+        self.raw_total += counted.raw
+        self.overhead_total += counted.overhead
+
+    def remove(self, ids: tuple[str, ...]) -> None:
+        for message_id in ids:
+            counted = self.messages.pop(message_id, None)
+            if counted is not None:
+                self.raw_total -= counted.raw
+                self.overhead_total -= counted.overhead
+        self.correction = 0  # the anchored prompt no longer exists
+
+    def reset(self, messages: tuple[Message, ...]) -> None:
+        self.messages.clear()
+        self.raw_total = self.overhead_total = self.correction = 0
+        for message in messages:
+            self.add(message)
+
+    def set_tools(self, tools: tuple[ToolSchema, ...]) -> None:
+        self.tools_raw = sum(
+            self.cache.raw(f"{t.name} {t.description} {t.parameters}") for t in tools
+        )
+        self.tools_overhead = TOOL_SCHEMA_OVERHEAD * len(tools)
+
+    def on_request(self, request: ChatRequested) -> None:
+        raw = overhead = 0
+        for message in request.messages:
+            counted = self.count(message)
+            raw += counted.raw
+            overhead += counted.overhead
+        if request.purpose == "chat":
+            self.set_tools(request.tools)
+        raw += self.tools_raw if request.tools else 0
+        overhead += (self.tools_overhead if request.tools else 0) + PRIMING
+        self.sent[request.request_id] = Sent(
+            model=request.model, raw=raw, overhead=overhead, message_count=len(request.messages)
+        )
+
+    def on_reply(self, reply: ReplyCompleted) -> tuple[int, int] | None:
+        """Calibrate from the server's counts.
+
+        Returns:
+            (sent, counted) when the server counted far fewer prompt tokens than were sent
+            (it truncated), else None.
+        """
+        sent = self.sent.pop(reply.request_id, None)
+        if reply.eval_count > 0 and reply.content and not reply.tool_calls:
+            self.reply_tokens[_digest(reply.content)] = reply.eval_count
+        if sent is None or reply.prompt_eval_count <= 0:
+            return None
+        factor = self.factors.get(sent.model, 1.0)
+        estimate = math.ceil(sent.raw * factor) + sent.overhead
+        counted = reply.prompt_eval_count
+        if counted < TRUNCATION_RATIO * estimate:
+            return estimate, counted
+        if sent.raw > 0:
+            fitted = (counted - sent.overhead) / sent.raw
+            previous = self.factors.get(sent.model)
+            fitted = min(MAX_FACTOR, max(MIN_FACTOR, fitted))
+            self.factors[sent.model] = fitted if previous is None else (previous + fitted) / 2
+        if sent.model == self.model:
+            # Anchor: the prompt just counted is exact; re-estimate it with the new factor.
+            self.correction = counted - (math.ceil(sent.raw * self.factor) + sent.overhead)
+        return None
+
+
+def _digest(text: str) -> bytes:
+    return blake3(text.encode()).digest(length=16)

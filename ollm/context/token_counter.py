@@ -1,22 +1,82 @@
-"""The token counter: a running total of the conversation against `num_ctx`."""
+"""The token counter: per-message counts, calibration from the server, the running total."""
 
 from __future__ import annotations
 
 from actors import Actor, Context
 
-from ..events import MessageAdded, UsageChanged
-from ..tokens import estimate_message
+from ..conversation import Conversation
+from ..events import (
+    ChatRequested,
+    ContextReduced,
+    ContextSizeChanged,
+    MessageAdded,
+    ModelSelected,
+    ReplyCompleted,
+    SessionOpened,
+    TruncationDetected,
+    UsageChanged,
+)
+from ..tokens import Accounting
+
+Accepted = (
+    SessionOpened
+    | ModelSelected
+    | ContextSizeChanged
+    | MessageAdded
+    | ContextReduced
+    | ChatRequested
+    | ReplyCompleted
+)
 
 
-class TokenCounterActor(Actor[MessageAdded]):
-    """Counts every message added and publishes the new usage."""
+class TokenCounterActor(Actor[Accepted]):
+    """Keeps `Accounting` up to date and publishes `UsageChanged` after every change."""
 
-    accepts = (MessageAdded,)
+    accepts = (
+        SessionOpened,
+        ModelSelected,
+        ContextSizeChanged,
+        MessageAdded,
+        ContextReduced,
+        ChatRequested,
+        ReplyCompleted,
+    )
 
-    def __init__(self, num_ctx: int) -> None:
-        self.num_ctx = num_ctx
-        self.total = 0
+    def __init__(self) -> None:
+        self.accounting = Accounting()
 
-    async def handle(self, event: MessageAdded, ctx: Context) -> None:
-        self.total += estimate_message(event.content)
-        await ctx.publish(UsageChanged(used_tokens=self.total, limit_tokens=self.num_ctx))
+    async def handle(self, event: Accepted, ctx: Context) -> None:
+        acc = self.accounting
+        match event:
+            case SessionOpened(state=state):
+                acc.reset(tuple(Conversation.from_state(state).prompt_messages()))
+            case ModelSelected(model=model, num_ctx=num_ctx):
+                acc.model, acc.num_ctx = model, num_ctx
+            case ContextSizeChanged(num_ctx=num_ctx):
+                acc.num_ctx = num_ctx
+            case MessageAdded(message=message):
+                acc.add(message)
+            case ContextReduced(removed_ids=removed):
+                acc.remove(removed)
+            case ChatRequested():
+                acc.on_request(event)
+                return
+            case ReplyCompleted():
+                truncated = acc.on_reply(event)
+                if truncated is not None:
+                    sent, counted = truncated
+                    await ctx.publish(
+                        TruncationDetected(
+                            request_id=event.request_id, sent_tokens=sent, counted_tokens=counted
+                        )
+                    )
+        await self._publish_usage(ctx)
+
+    async def _publish_usage(self, ctx: Context) -> None:
+        if not self.accounting.num_ctx:
+            return
+        # Published after every change, even an unchanged figure: the session sends a request
+        # on the usage that follows its message, so it must always come.
+        await ctx.publish(
+            UsageChanged(used_tokens=self.accounting.used(), limit_tokens=self.accounting.num_ctx)
+        )

@@ -1,0 +1,153 @@
+"""The conversation as the session holds it: system prompt, summary, pinned facts, messages.
+
+`Conversation` is the session's working copy (appends are O(1)); `ConversationState` is its
+immutable value, carried by events and snapshots. `apply` folds the session's own events
+into a conversation: the session uses it for what it publishes, and resuming a session
+replays its log through it, so both always agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .events import (
+    ChatMessage,
+    ChatRequested,
+    ContextReduced,
+    ConversationState,
+    Message,
+    MessageAdded,
+    MessageUnanswered,
+    SessionOpened,
+)
+
+SYSTEM_ID = "system"
+
+
+@dataclass
+class Conversation:
+    system_prompt: str = ""
+    summary: str = ""
+    pinned: tuple[str, ...] = ()
+    messages: list[Message] = field(default_factory=list)
+    next_message: int = 1
+    next_request: int = 1
+
+    @classmethod
+    def from_state(cls, state: ConversationState) -> Conversation:
+        return cls(
+            system_prompt=state.system_prompt,
+            summary=state.summary,
+            pinned=state.pinned,
+            messages=list(state.messages),
+            next_message=state.next_message,
+            next_request=state.next_request,
+        )
+
+    def state(self) -> ConversationState:
+        return ConversationState(
+            system_prompt=self.system_prompt,
+            summary=self.summary,
+            pinned=self.pinned,
+            messages=tuple(self.messages),
+            next_message=self.next_message,
+            next_request=self.next_request,
+        )
+
+    def new_message_id(self) -> str:
+        return f"m{self.next_message}"
+
+    def new_request_id(self) -> str:
+        return f"r{self.next_request}"
+
+    def system_message(self) -> Message | None:
+        """The system prompt as the first message of every request (None when empty)."""
+        if not self.system_prompt:
+            return None
+        return Message(id=SYSTEM_ID, role="system", content=self.system_prompt)
+
+    def prompt_messages(self) -> list[Message]:
+        """Everything a request carries, in order: the system prompt, then the messages."""
+        system = self.system_message()
+        return ([system] if system else []) + self.messages
+
+    def chat_messages(self) -> tuple[ChatMessage, ...]:
+        return tuple(
+            ChatMessage(
+                role=m.role, content=m.content, tool_calls=m.tool_calls, tool_name=m.tool_name
+            )
+            for m in self.prompt_messages()
+        )
+
+    def find(self, message_id: str) -> Message | None:
+        for message in reversed(self.messages):
+            if message.id == message_id:
+                return message
+        return None
+
+    def apply(self, event: object) -> None:
+        """Fold one of the session's events into the conversation."""
+        match event:
+            case SessionOpened(state=state):
+                restored = Conversation.from_state(state)
+                self.__dict__.update(restored.__dict__)
+            case MessageAdded(message=message):
+                self.messages.append(message)
+                self.next_message = max(self.next_message, _number(message.id) + 1)
+            case MessageUnanswered(message_id=message_id):
+                for index in range(len(self.messages) - 1, -1, -1):
+                    if self.messages[index].id == message_id:
+                        old = self.messages[index]
+                        self.messages[index] = Message(
+                            id=old.id,
+                            role=old.role,
+                            content=old.content,
+                            tool_calls=old.tool_calls,
+                            tool_name=old.tool_name,
+                            unanswered=True,
+                        )
+                        break
+            case ContextReduced(removed_ids=removed):
+                gone = set(removed)
+                self.messages = [m for m in self.messages if m.id not in gone]
+            case ChatRequested(request_id=request_id):
+                self.next_request = max(self.next_request, _number(request_id) + 1)
+            case _:
+                pass
+
+
+def _number(identifier: str) -> int:
+    digits = identifier[1:]
+    return int(digits) if digits.isdigit() else 0
+
+
+def turns(messages: list[Message]) -> list[list[Message]]:
+    """Messages grouped into turns: a user message and everything up to the next one.
+
+    A turn keeps a tool call together with its result.
+    """
+    out: list[list[Message]] = []
+    for message in messages:
+        if message.role == "user" or not out:
+            out.append([message])
+        else:
+            out[-1].append(message)
+    return out
+
+
+def oldest_turns_to_drop(messages: list[Message], share: float) -> tuple[str, ...]:
+    """Ids of the oldest whole turns holding at least `share` of the characters.
+
+    The newest turn (the message being answered) is never dropped; an empty tuple means
+    nothing can be dropped.
+    """
+    groups = turns(messages)
+    total = sum(len(m.content) for m in messages) or 1
+    dropped: list[str] = []
+    removed = 0
+    for group in groups[:-1]:
+        if removed / total >= share:
+            break
+        dropped.extend(m.id for m in group)
+        removed += sum(len(m.content) for m in group)
+    return tuple(dropped)
