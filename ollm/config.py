@@ -177,7 +177,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: must be a mapping of keys (like `context:`), not a list or text")
+        raise ConfigError(
+            f"{path}: must be a mapping of keys (like `context:`), not a list or text"
+        )
     return raw
 
 
@@ -226,9 +228,7 @@ _EXPECTED = {
 }
 
 
-def _convert(
-    data: dict[str, Any], source: str, sources: dict[tuple[str, ...], str]
-) -> Settings:
+def _convert(data: dict[str, Any], source: str, sources: dict[tuple[str, ...], str]) -> Settings:
     try:
         return msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
@@ -277,15 +277,16 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
         where = sources.get(key, source)
         return ConfigError(f"{where}: {'.'.join(key)} = {value!r} is not allowed; {rule}")
 
-    for key, value in (
+    fractions: tuple[tuple[tuple[str, ...], float], ...] = (
         (("context", "compression", "threshold"), ctx.compression.threshold),
         (("context", "snapshots", "autoThreshold"), ctx.snapshots.auto_threshold),
         (("context", "guard", "hardLimit"), ctx.guard.hard_limit),
         (("context", "guard", "critical"), ctx.guard.critical),
-    ):
+    )
+    for key, value in fractions:
         if not (math.isfinite(value) and 0 < value <= 1):
             raise fail(key, value, "it must be a fraction of num_ctx above 0 and at most 1")
-    positive = (
+    positive: tuple[tuple[tuple[str, ...], int, int], ...] = (
         (("context", "targetSize"), ctx.target_size, 256),
         (("context", "minSize"), ctx.min_size, 256),
         (("context", "compression", "summaryMaxTokens"), ctx.compression.summary_max_tokens, 16),
@@ -295,18 +296,21 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
     for key, number, least in positive:
         if number < least:
             raise fail(key, number, f"it must be at least {least}")
-    for key, number in (
+    non_negative: tuple[tuple[tuple[str, ...], int], ...] = (
         (("context", "maxSize"), ctx.max_size),
         (("context", "vramBuffer"), ctx.vram_buffer),
         (("context", "compression", "preserveRecent"), ctx.compression.preserve_recent),
         (("context", "guard", "lowMemoryMb"), ctx.guard.low_memory_mb),
         (("context", "guard", "recoverMemoryMb"), ctx.guard.recover_memory_mb),
-    ):
+    )
+    for key, number in non_negative:
         if number < 0:
             raise fail(key, number, "it must not be negative")
     if ctx.max_size and ctx.max_size < ctx.min_size:
         raise fail(
-            ("context", "maxSize"), ctx.max_size, f"it must be 0 or at least minSize ({ctx.min_size})"
+            ("context", "maxSize"),
+            ctx.max_size,
+            f"it must be 0 or at least minSize ({ctx.min_size})",
         )
     if ctx.guard.recover_memory_mb < ctx.guard.low_memory_mb:
         raise fail(

@@ -144,6 +144,14 @@ class ModelLoaded(Input, frozen=True, kw_only=True, tag="model.loaded"):
     size_vram_bytes: int = 0
 
 
+class ModelLoadFailed(Input, frozen=True, kw_only=True, tag="model.load_failed"):
+    """Loading the selected model failed; `message` is one sentence for the user."""
+
+    model: str
+    failure: FailureKind
+    message: str
+
+
 class ReplyChunk(Input, frozen=True, kw_only=True, tag="reply.chunk"):
     """A piece of the reply as it streams."""
 
@@ -316,6 +324,7 @@ DomainEvent = (
     | ModelSelected
     | SessionOpened
     | ModelLoaded
+    | ModelLoadFailed
     | ReplyChunk
     | ReplyCompleted
     | ReplyFailed

@@ -141,9 +141,12 @@ def _per_layer(value: Any, layers: int, arch: str, key: str) -> tuple[int, ...]:
         raise ArchitectureError(f"model_info has no usable {arch}.attention.{key}")
     if isinstance(value, int | float):
         return (int(value),) * layers
-    if isinstance(value, list | tuple) and len(value) == layers:
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-            return tuple(int(v) for v in value)
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == layers
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        return tuple(int(v) for v in value)
     raise ArchitectureError(
         f"model_info {arch}.attention.{key} is neither a number nor one per layer "
         "(ask /api/show with verbose=true for per-layer arrays)"
@@ -223,9 +226,9 @@ def ollama_kv_bytes(
 
 
 def gib(n_bytes: float) -> float:
-    return n_bytes / 1024**3
+    return float(n_bytes) / 1024**3
 
 
 def round_up_gb(n_bytes: float, digits: int = 1) -> float:
-    factor = 10**digits
+    factor = 10.0**digits
     return math.ceil(gib(n_bytes) * factor) / factor

@@ -144,7 +144,9 @@ def choose_context(
     num_ctx, warning = _num_ctx(option)
     how += f": num_ctx {num_ctx}"
     smaller = tuple(_num_ctx(o)[0] for o in reversed(options) if o.size < option.size)
-    return ContextChoice(size=option.size, num_ctx=num_ctx, how=how, warning=warning, smaller=smaller)
+    return ContextChoice(
+        size=option.size, num_ctx=num_ctx, how=how, warning=warning, smaller=smaller
+    )
 
 
 def _num_ctx(option: ContextOption) -> tuple[int, str]:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -14,18 +15,58 @@ from actors import LogError, read_log
 
 from .. import __version__
 from ..app import replay_log
+from ..config import ConfigError, load_settings
 from ..events import AnyEvent
 from .timeline import timeline
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of tokens") from None
+    if value < 256:
+        raise argparse.ArgumentTypeError(f"{value} is too small; use at least 256 tokens")
+    return value
+
+
+def _chat_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", help="the Ollama model to chat with")
+    parser.add_argument(
+        "--context-size", type=_positive_int, metavar="TOKENS", help="the context size to use"
+    )
+    parser.add_argument("--host", help="the Ollama server (default: OLLAMA_HOST)")
+    parser.add_argument("--config", type=Path, metavar="PATH", help="a config.yaml to use")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="ID",
+        help="continue a session (the newest one without ID)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ollm",
         description="A context manager and chat REPL for local LLMs served by Ollama.",
+        epilog="Exit status: 0 ok, 1 error, 2 bad usage or config, 3 Ollama unreachable, "
+        "4 model not installed, 5 context overflow, 6 out of memory, 7 timeout or broken "
+        "reply, 130 cancelled.",
     )
     parser.add_argument("--version", action="version", version=f"ollm {__version__}")
+    parser.add_argument(
+        "-p",
+        "--prompt",
+        metavar="TEXT",
+        help="send one message, print the answer and exit (`-p -` reads standard input)",
+    )
+    _chat_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("chat", help="start the chat REPL (the default)")
+    chat = commands.add_parser("chat", help="start the chat REPL (the default)")
+    _chat_options(chat)
     replay = commands.add_parser(
         "replay",
         help="show a recorded session's timeline, or re-run its decisions with --check",
@@ -72,24 +113,52 @@ def _replay(path: Path, check: bool) -> int:
     return 0
 
 
+def _flags(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
+    flags: dict[tuple[str, ...], Any] = {}
+    if args.model:
+        flags[("model",)] = args.model
+    if args.context_size:
+        flags[("context", "targetSize")] = args.context_size
+    if args.host:
+        flags[("ollama", "host")] = args.host
+    return flags
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .chat import EXIT_CANCELLED, run_oneshot, run_repl
+
+    try:
+        settings = load_settings(args.config, flags=_flags(args))
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    common = {
+        "model": args.model,
+        "size": args.context_size,
+        "resume": args.resume,
+        "out": sys.stdout,
+        "err": sys.stderr,
+    }
+    try:
+        if args.prompt is not None:
+            prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+            if not prompt.strip():
+                return _fail("the prompt is empty; give text to -p, or pipe it to `-p -`", 2)
+            return anyio.run(lambda: run_oneshot(settings, prompt, **common), backend="asyncio")
+        return anyio.run(lambda: run_repl(settings, **common), backend="asyncio")
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        if args.command == "replay":
+            return _replay(args.log, args.check)
+        return _chat(args)
     except BrokenPipeError:
         # The reader went away (`ollm replay LOG | head`): not an error worth a traceback.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "replay":
-        return _replay(args.log, args.check)
-    return _fail(
-        "the chat REPL is not built yet; for now `ollm replay LOG` is available "
-        "(see `ollm --help`)",
-        2,
-    )
 
 
 if __name__ == "__main__":

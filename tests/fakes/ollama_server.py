@@ -126,9 +126,24 @@ class Recorded:
 
 
 def _default_reply(messages: list[dict[str, Any]]) -> str:
-    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     text = str(last.get("content", ""))
-    words = "the model answers with a few words about that and then it stops here".split()
+    words = [
+        "the",
+        "model",
+        "answers",
+        "with",
+        "a",
+        "few",
+        "words",
+        "about",
+        "that",
+        "and",
+        "then",
+        "it",
+        "stops",
+        "here",
+    ]
     length = 12 + sum(map(ord, text)) % 24
     filler = " ".join(words[i % len(words)] for i in range(length))
     return f"You said {len(text)} characters. {filler}."
@@ -298,7 +313,7 @@ class OllamaTestServer:
                 cut.append(piece)
             pieces, done_reason = cut, "length"
         text = "".join(pieces)
-        final = {
+        final: dict[str, Any] = {
             "model": model.name,
             "created_at": "2026-11-21T00:00:00Z",
             "message": {"role": "assistant", "content": ""},

@@ -39,7 +39,7 @@ def test_replay_prints_a_timeline(capsys):
 
 def test_replay_check_on_a_golden_log(capsys):
     assert main(["replay", "--check", str(CHAT)]) == 0
-    assert capsys.readouterr().out.startswith("replay matches: 40 inputs re-run")
+    assert capsys.readouterr().out.startswith("replay matches: ")
 
 
 def test_replay_check_reports_a_tampered_decision(tmp_path, capsys):
@@ -47,7 +47,12 @@ def test_replay_check_reports_a_tampered_decision(tmp_path, capsys):
     tampered.write_text(CHAT.read_text().replace('"reason":"auto"', '"reason":"user"', 1))
     assert main(["replay", "--check", str(tampered)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ollm: replay diverged at seq 89: expected memory_guard: ")
+    first = next(
+        i + 1
+        for i, line in enumerate(CHAT.read_text().splitlines()[1:])
+        if '"reason":"auto"' in line
+    )
+    assert err.startswith(f"ollm: replay diverged at seq {first}: expected memory_guard: ")
     assert '"reason":"user"' in err
     assert '"reason":"auto"' in err
     assert len(err.splitlines()) == 1
@@ -59,7 +64,8 @@ def test_replay_of_a_torn_log_recovers_the_complete_events(tmp_path, capsys):
     torn.write_bytes(data[: len(data) - 25])
     assert main(["replay", "--check", str(torn)]) == 0
     out = capsys.readouterr().out
-    assert f"line 126 of {torn} was torn by a crash" in out
+    last_line = data.count(b"\n")
+    assert f"line {last_line} of {torn} was torn by a crash" in out
     assert "replay matches" in out
 
 
@@ -80,7 +86,7 @@ def test_bad_logs_get_one_sentence_naming_file_and_line(tmp_path, content, messa
     path = tmp_path / "bad.jsonl"
     lines = CHAT.read_text().splitlines(keepends=True)
     if content is None:
-        lines[2] = lines[2].replace("message.added", "user.shouted")
+        lines[2] = lines[2].replace("model.selected", "user.shouted")
         path.write_text("".join(lines))
     elif content == "garbage":
         lines[4] = "}}} not json at all\n"
@@ -103,13 +109,6 @@ def test_a_missing_log_is_one_sentence(tmp_path):
         result.stderr.strip()
         == f"ollm: {tmp_path / 'nope.jsonl'}: cannot be read (No such file or directory)"
     )
-
-
-def test_chat_says_it_is_not_built_yet():
-    result = run_ollm()
-    assert result.returncode == 2
-    assert "not built yet" in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_the_console_script_is_installed():

@@ -6,12 +6,17 @@ from pathlib import Path
 import pytest
 
 from actors import ChildSpec, read_log, replay
-from ollm.app import RunConfig, core_specs, record_scripted, replay_log
+from ollm.app import core_specs, record_scripted, replay_log
+from ollm.config import Settings
 from ollm.context.memory_guard import GuardPolicy, MemoryGuardActor
 from ollm.context.token_counter import TokenCounterActor
 from ollm.events import (
     AnyEvent,
     CompressRequested,
+    ConversationState,
+    MessageAdded,
+    ModelSelected,
+    SessionOpened,
     SoftLimitHit,
     UsageChanged,
     UserSubmitted,
@@ -22,16 +27,20 @@ pytestmark = pytest.mark.anyio
 GOLDEN = Path(__file__).parents[1] / "golden"
 
 
-def chat_inputs(turns: int) -> list[tuple[float, object]]:
-    return [
-        (1.5 * i, UserSubmitted(text=f"message {i} " + "lorem ipsum " * (i % 9 + 3)))
+def chat_inputs(turns: int, num_ctx: int = 2048) -> list[tuple[float, object]]:
+    opening: list[tuple[float, object]] = [
+        (0.0, SessionOpened(session_id="t", state=ConversationState(system_prompt="Be brief."))),
+        (0.0, ModelSelected(model="m", size=num_ctx, num_ctx=num_ctx)),
+    ]
+    return opening + [
+        (1.0 + 1.5 * i, UserSubmitted(text=f"message {i} " + "lorem ipsum " * (i % 9 + 3)))
         for i in range(turns)
     ]
 
 
 async def test_a_session_replayed_100_times_derives_identical_events(tmp_path):
     path = tmp_path / "events.jsonl"
-    await record_scripted(path, RunConfig(num_ctx=2048), chat_inputs(60), seed="seed-1")
+    await record_scripted(path, Settings(), chat_inputs(60), seed="seed-1")
     log = read_log(path, AnyEvent)
     assert any(isinstance(e.event, CompressRequested) for e in log.envelopes)
     first = None
@@ -46,11 +55,11 @@ async def test_a_session_replayed_100_times_derives_identical_events(tmp_path):
 
 async def test_a_deliberately_changed_policy_reports_the_first_divergence(tmp_path):
     path = tmp_path / "events.jsonl"
-    run = RunConfig(num_ctx=2048)
-    await record_scripted(path, run, chat_inputs(60), seed="seed-2")
+    settings = Settings()
+    await record_scripted(path, settings, chat_inputs(60), seed="seed-2")
     log = read_log(path, AnyEvent)
-    eager = replace(GuardPolicy.from_settings(run.settings.context), compress_at=0.70)
-    specs = [s for s in core_specs(run) if s.name != "memory_guard"]
+    eager = replace(GuardPolicy.from_settings(settings.context), compress_at=0.70)
+    specs = [s for s in core_specs(settings) if s.name != "memory_guard"]
     specs.append(ChildSpec(name="memory_guard", factory=lambda: MemoryGuardActor(eager)))
     result = await replay(log, specs, is_input=is_input)
     divergence = result.divergence
@@ -77,20 +86,25 @@ class GreedyCounter(TokenCounterActor):
     """A changed counting policy: one token more per message."""
 
     async def handle(self, event, ctx):
-        self.total += 1
+        if isinstance(event, MessageAdded):
+            self.accounting.correction += 1
         await super().handle(event, ctx)
 
 
 async def test_a_changed_counting_policy_shows_both_events_at_the_divergence(tmp_path):
     path = tmp_path / "events.jsonl"
-    run = RunConfig(num_ctx=2048)
-    await record_scripted(path, run, chat_inputs(5), seed="seed-3")
+    await record_scripted(path, Settings(), chat_inputs(5), seed="seed-3")
     log = read_log(path, AnyEvent)
-    specs = [s for s in core_specs(run) if s.name != "token_counter"]
-    specs.append(ChildSpec(name="token_counter", factory=lambda: GreedyCounter(run.num_ctx)))
+    specs = [s for s in core_specs(Settings()) if s.name != "token_counter"]
+    specs.append(ChildSpec(name="token_counter", factory=GreedyCounter))
     divergence = (await replay(log, specs, is_input=is_input)).divergence
     assert divergence is not None
-    first_usage = next(e for e in log.envelopes if isinstance(e.event, UsageChanged))
+    first_message = next(e for e in log.envelopes if isinstance(e.event, MessageAdded))
+    first_usage = next(
+        e
+        for e in log.envelopes
+        if isinstance(e.event, UsageChanged) and e.causation == first_message.seq
+    )
     assert divergence.seq == first_usage.seq
     assert divergence.expected == first_usage
     assert divergence.actual is not None

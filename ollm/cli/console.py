@@ -1,0 +1,126 @@
+"""Printing the conversation as it happens: replies on stdout, notices on stderr."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import anyio
+
+from actors import Actor, Context
+
+from ..events import (
+    ContextReduced,
+    ContextSizeChanged,
+    FailureKind,
+    MessageAdded,
+    MessageUnanswered,
+    ModelLoadFailed,
+    ModelSelected,
+    ReplyChunk,
+    ReplyFailed,
+    TruncationDetected,
+)
+
+
+@dataclass
+class Turns:
+    """Where the CLI learns that a turn ended, and how."""
+
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    failure: FailureKind | None = None
+    cancelled: bool = False
+    streaming: bool = False
+
+    def begin(self) -> None:
+        self.finished = anyio.Event()
+        self.failure = None
+        self.cancelled = False
+        self.streaming = True
+
+    def end(self, failure: FailureKind | None = None, cancelled: bool = False) -> None:
+        self.failure, self.cancelled, self.streaming = failure, cancelled, False
+        self.finished.set()
+
+
+Shown = (
+    ReplyChunk
+    | MessageAdded
+    | MessageUnanswered
+    | ReplyFailed
+    | ContextReduced
+    | ContextSizeChanged
+    | TruncationDetected
+    | ModelSelected
+    | ModelLoadFailed
+)
+
+
+class ConsoleActor(Actor[Shown]):
+    """Writes reply text as it streams and one line per notice. A core subscriber, so no
+    chunk is ever dropped."""
+
+    accepts = (
+        ReplyChunk,
+        MessageAdded,
+        MessageUnanswered,
+        ReplyFailed,
+        ContextReduced,
+        ContextSizeChanged,
+        TruncationDetected,
+        ModelSelected,
+        ModelLoadFailed,
+    )
+
+    def __init__(self, out: TextIO, err: TextIO, turns: Turns) -> None:
+        self.out, self.err, self.turns = out, err, turns
+        self.open_line = False
+        self.last_failure: FailureKind | None = None
+
+    def notice(self, text: str) -> None:
+        if self.open_line:
+            self.out.write("\n")
+            self.out.flush()
+            self.open_line = False
+        self.err.write(f"ollm: {text}\n")
+        self.err.flush()
+
+    async def handle(self, event: Shown, ctx: Context) -> None:
+        match event:
+            case ReplyChunk(content=content) if content:
+                self.out.write(content)
+                self.out.flush()
+                self.open_line = not content.endswith("\n")
+            case MessageAdded(message=message) if message.role == "assistant":
+                if self.open_line or not message.content:
+                    self.out.write("\n")
+                    self.out.flush()
+                self.open_line = False
+                self.last_failure = None
+                self.turns.end()
+            case MessageUnanswered(reason=reason):
+                cancelled = reason == "cancelled by the user"
+                self.notice(
+                    "reply cancelled; your message is kept"
+                    if cancelled
+                    else f"{reason} (your message is kept, marked unanswered)"
+                )
+                self.turns.end(self.last_failure, cancelled)
+                self.last_failure = None
+            case ReplyFailed(failure=failure):
+                self.last_failure = failure
+            case ContextReduced(removed_ids=removed, reason=reason):
+                self.notice(f"{reason} ({len(removed)} messages left the context)")
+            case ContextSizeChanged(reason=reason):
+                self.notice(reason)
+            case TruncationDetected(sent_tokens=sent, counted_tokens=counted):
+                self.notice(
+                    f"Ollama truncated the conversation: it counted {counted} prompt tokens of "
+                    f"about {sent} sent ({sent - counted} tokens dropped)"
+                )
+            case ModelSelected(warning=warning) if warning:
+                self.notice(f"warning: {warning}")
+            case ModelLoadFailed(message=message):
+                self.notice(message)
+            case _:
+                pass

@@ -1,0 +1,184 @@
+"""A live session: the core actors, the provider and the console on one runtime, recorded."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+
+from actors import (
+    ChildSpec,
+    LogError,
+    LogWriter,
+    Recorder,
+    Runtime,
+    SeededIds,
+    SystemClock,
+    new_seed,
+    open_runtime,
+    read_log,
+)
+
+from ..app import core_specs, make_header
+from ..config import Settings, config_dir, data_home
+from ..events import (
+    AnyEvent,
+    CancelRequested,
+    ConversationState,
+    FailureKind,
+    SessionOpened,
+    UserSubmitted,
+)
+from ..profiles import ProfileError, Profiles, load_profiles
+from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
+from ..selection import SelectionError, select_model
+from ..sessions import SessionError, find_session, new_session_id, private_dir, restore, session_log
+from .console import ConsoleActor, Turns
+
+EXIT_CODES: dict[FailureKind | None, int] = {
+    None: 0,
+    "server_error": 1,
+    "server_unreachable": 3,
+    "model_not_found": 4,
+    "context_overflow": 5,
+    "out_of_memory": 6,
+    "timeout": 7,
+    "connection_reset": 7,
+    "malformed_reply": 7,
+    "stream_error": 7,
+}
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+
+
+class StartError(Exception):
+    """The session cannot start; `str()` is one sentence, `code` the exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class LiveSession:
+    runtime: Runtime
+    session_id: str
+    log_path: Path
+    turns: Turns
+    model: str
+    num_ctx: int
+
+    async def send(self, text: str) -> None:
+        self.turns.begin()
+        await self.runtime.publish(UserSubmitted(text=text), source="cli")
+
+    async def cancel(self) -> None:
+        await self.runtime.publish(CancelRequested(), source="cli")
+
+
+def load_profile_db() -> Profiles:
+    try:
+        return load_profiles(config_dir() / "LLM_profiles.json")
+    except ProfileError as exc:
+        raise StartError(str(exc), EXIT_USAGE) from exc
+
+
+@asynccontextmanager
+async def open_live_session(
+    settings: Settings,
+    *,
+    model: str | None,
+    size: int | None,
+    resume: str | None,
+    out: TextIO,
+    err: TextIO,
+    extra: Sequence[ChildSpec] = (),
+) -> AsyncIterator[LiveSession]:
+    """Select the model, open (or resume) the session's log and start every actor.
+
+    Raises:
+        StartError: the model cannot be used or the session cannot be resumed.
+    """
+    home = data_home()
+    clock = SystemClock()
+    state = ConversationState(system_prompt=settings.system_prompt)
+    session_id = ""
+    if resume is not None:
+        try:
+            session_id = find_session(home, resume)
+            restored = restore(read_log(session_log(home, session_id), AnyEvent))
+        except (SessionError, LogError) as exc:
+            raise StartError(str(exc), EXIT_USAGE) from exc
+        state = restored.state
+        if model is None and restored.model is not None:
+            model = restored.model.model
+    profiles = load_profile_db()
+    host, timeout = settings.ollama.host, settings.ollama.timeout
+    async with make_http_client(host, timeout) as http:
+        client = OllamaClient(http, host, timeout)
+        try:
+            selected = await select_model(client, settings, profiles, model=model, size=size)
+        except SelectionError as exc:
+            raise StartError(str(exc), EXIT_CODES.get(exc.kind, 1)) from exc
+        session_id = session_id or new_session_id(clock.now())
+        path = session_log(home, session_id)
+        private_dir(path.parent)
+        seed = new_seed()
+        writer = LogWriter(path, make_header(settings, id_seed=seed, created_at=clock.now()))
+        turns = Turns()
+        specs = [
+            *core_specs(settings),
+            ChildSpec(
+                name="provider",
+                factory=lambda: OllamaProviderActor(client, keep_alive=settings.ollama.keep_alive),
+            ),
+            ChildSpec(name="console", factory=lambda: ConsoleActor(out, err, turns)),
+            *extra,
+        ]
+        try:
+            async with open_runtime(
+                specs, clock=clock, ids=SeededIds(seed), recorder=Recorder(writer)
+            ) as runtime:
+                await runtime.publish(
+                    SessionOpened(session_id=session_id, state=state, resumed=resume is not None),
+                    source="cli",
+                )
+                await runtime.publish(selected, source="cli")
+                yield LiveSession(
+                    runtime, session_id, path, turns, selected.model, selected.num_ctx
+                )
+        finally:
+            writer.close()
+
+
+async def wait_turn(live: LiveSession) -> None:
+    """Wait for the current turn to end; Ctrl-C (SIGINT) meanwhile cancels the reply."""
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_on_signal() -> None:
+                async for _ in signals:
+                    await live.cancel()
+
+            tg.start_soon(cancel_on_signal)
+            await live.turns.finished.wait()
+            tg.cancel_scope.cancel()
+
+
+def exit_code(turns: Turns) -> int:
+    if turns.cancelled:
+        return EXIT_CANCELLED
+    return EXIT_CODES.get(turns.failure, 1) if turns.failure else 0
+
+
+def is_terminal(stream: TextIO) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -1,0 +1,1 @@
+"""Providers: how ollm talks to a model server."""

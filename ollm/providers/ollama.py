@@ -1,0 +1,408 @@
+"""Ollama over HTTP: a typed client on one injected `httpx.AsyncClient`, the request
+payloads (built in one place), and the provider actor that streams replies onto the bus."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+
+from actors import Actor, Context
+
+from ..events import (
+    CancelRequested,
+    ChatRequested,
+    ModelLoaded,
+    ModelLoadFailed,
+    ModelSelected,
+    ReplyCancelled,
+    ReplyChunk,
+    ReplyCompleted,
+    ReplyFailed,
+    RunnerOptions,
+    ToolCall,
+)
+from ..profiles import runner_options
+from . import failures
+from .failures import Failure
+
+TRUNCATE_SINCE = (0, 12, 6)
+"""`truncate` (and `shift`) are request fields from Ollama v0.12.6 on."""
+
+
+# --- wire types -----------------------------------------------------------------------------
+
+
+class WireFunction(msgspec.Struct, frozen=True):
+    name: str = ""
+    arguments: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class WireToolCall(msgspec.Struct):
+    function: WireFunction = WireFunction()
+    id: str = ""
+
+
+class WireMessage(msgspec.Struct):
+    role: str = "assistant"
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list[WireToolCall] = []
+
+
+class ChatChunk(msgspec.Struct):
+    """One NDJSON line of `/api/chat` (unknown fields are ignored)."""
+
+    message: WireMessage | None = None
+    done: bool = False
+    done_reason: str = ""
+    prompt_eval_count: int = 0
+    eval_count: int = 0
+    error: Any = None
+
+
+class VersionResponse(msgspec.Struct):
+    version: str = ""
+
+
+class TagModel(msgspec.Struct):
+    name: str = ""
+    size: int = 0
+
+
+class TagsResponse(msgspec.Struct):
+    models: list[TagModel] = []
+
+
+class ShowResponse(msgspec.Struct):
+    model_info: dict[str, Any] = {}
+    capabilities: list[str] = []
+
+
+class PsModel(msgspec.Struct):
+    name: str = ""
+    model: str = ""
+    size: int = 0
+    size_vram: int = 0
+    context_length: int = 0
+
+
+class PsResponse(msgspec.Struct):
+    models: list[PsModel] = []
+
+
+class ProviderError(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+def _wire_tool_call(call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.arguments) if call.arguments else {}
+    except ValueError:
+        arguments = {}
+    wire: dict[str, Any] = {"function": {"name": call.name, "arguments": arguments}}
+    if call.id:
+        wire["id"] = call.id
+    return wire
+
+
+def build_chat_payload(
+    request: ChatRequested, *, keep_alive: str, truncate: bool, stream: bool = True
+) -> dict[str, Any]:
+    """The exact JSON body of a chat (or summary) request.
+
+    `options` carries the runner options from the request unchanged, plus `num_predict`.
+    """
+    messages = []
+    for message in request.messages:
+        wire: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            wire["tool_calls"] = [_wire_tool_call(c) for c in message.tool_calls]
+        if message.tool_name:
+            wire["tool_name"] = message.tool_name
+        messages.append(wire)
+    options = msgspec.to_builtins(request.options)
+    options["num_predict"] = request.num_predict
+    payload: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        "stream": stream,
+        "options": options,
+        "keep_alive": keep_alive,
+    }
+    if truncate:
+        payload["truncate"] = False
+    if request.think is not None:
+        payload["think"] = request.think
+    if request.tools:
+        payload["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": json.loads(t.parameters or "{}"),
+                },
+            }
+            for t in request.tools
+        ]
+    return payload
+
+
+def build_load_payload(model: str, options: RunnerOptions, *, keep_alive: str) -> dict[str, Any]:
+    """A warm-up: no messages, the same runner options as every other request."""
+    return {
+        "model": model,
+        "messages": [],
+        "options": msgspec.to_builtins(options),
+        "keep_alive": keep_alive,
+    }
+
+
+# --- client ---------------------------------------------------------------------------------
+
+
+class OllamaClient:
+    """Ollama's HTTP API, typed. Every failure is a `ProviderError` with one sentence."""
+
+    def __init__(self, http: httpx.AsyncClient, host: str, timeout: float) -> None:
+        self.http = http
+        self.host = host
+        self.timeout = timeout
+        self._chunks = msgspec.json.Decoder(ChatChunk)
+
+    async def _get(self, path: str, kind: type[Any], model: str = "") -> Any:
+        return await self._call("GET", path, None, kind, model)
+
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None, kind: type[Any], model: str
+    ) -> Any:
+        try:
+            response = await self.http.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(failures.timed_out(self.host, self.timeout)) from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(_transport_failure(exc, self.host)) from exc
+        if response.status_code != 200:
+            raise ProviderError(
+                failures.classify_error(
+                    response.status_code, response.text, host=self.host, model=model
+                )
+            )
+        try:
+            return msgspec.json.decode(response.content, type=kind)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProviderError(failures.malformed(self.host)) from exc
+
+    async def version(self) -> str:
+        response: VersionResponse = await self._get("/api/version", VersionResponse)
+        return response.version
+
+    async def tags(self) -> list[TagModel]:
+        response: TagsResponse = await self._get("/api/tags", TagsResponse)
+        return response.models
+
+    async def show(self, model: str) -> ShowResponse:
+        response: ShowResponse = await self._call(
+            "POST", "/api/show", {"model": model}, ShowResponse, model
+        )
+        return response
+
+    async def ps(self) -> list[PsModel]:
+        response: PsResponse = await self._get("/api/ps", PsResponse)
+        return response.models
+
+    async def load(self, payload: dict[str, Any]) -> None:
+        await self._call("POST", "/api/chat", payload, ChatChunk, str(payload.get("model", "")))
+
+    async def chat(self, payload: dict[str, Any]) -> AsyncIterator[ChatChunk]:
+        """Stream `/api/chat`, one decoded chunk per line."""
+        model = str(payload.get("model", ""))
+        try:
+            async with self.http.stream("POST", "/api/chat", json=payload) as response:
+                if response.status_code != 200:
+                    body = (await response.aread()).decode("utf-8", "replace")
+                    raise ProviderError(
+                        failures.classify_error(
+                            response.status_code, body, host=self.host, model=model
+                        )
+                    )
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        yield self._chunks.decode(line)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        raise ProviderError(failures.malformed(self.host)) from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderError(failures.timed_out(self.host, self.timeout)) from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(_transport_failure(exc, self.host)) from exc
+
+
+def _transport_failure(exc: httpx.TransportError, host: str) -> Failure:
+    if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+        return failures.unreachable(host)
+    return failures.reset(host)
+
+
+def make_http_client(host: str, timeout: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=host,
+        timeout=httpx.Timeout(connect=10.0, read=timeout, write=30.0, pool=10.0),
+        trust_env=False,
+    )
+
+
+# --- actor ----------------------------------------------------------------------------------
+
+
+class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ModelSelected]):
+    """Streams replies for `ChatRequested` and loads a newly selected model deliberately.
+
+    A boundary actor: what it publishes (chunks, replies, failures, loads) are inputs.
+    """
+
+    accepts = (ChatRequested, CancelRequested, ModelSelected)
+
+    def __init__(self, client: OllamaClient, *, keep_alive: str) -> None:
+        self.client = client
+        self.keep_alive = keep_alive
+        self.server_version = ""
+        self.active: dict[str, anyio.CancelScope] = {}
+
+    async def on_start(self, ctx: Context) -> None:
+        ctx.start_soon(self._learn_version)
+
+    async def _learn_version(self) -> None:
+        try:
+            self.server_version = await self.client.version()
+        except ProviderError:
+            self.server_version = ""
+
+    def supports_truncate(self) -> bool:
+        return failures.version_at_least(self.server_version, TRUNCATE_SINCE)
+
+    def payload(self, request: ChatRequested) -> dict[str, Any]:
+        return build_chat_payload(
+            request, keep_alive=self.keep_alive, truncate=self.supports_truncate()
+        )
+
+    async def handle(
+        self, event: ChatRequested | CancelRequested | ModelSelected, ctx: Context
+    ) -> None:
+        match event:
+            case ChatRequested():
+                ctx.start_soon(self._stream, event, ctx)
+            case CancelRequested(request_id=request_id):
+                for rid, scope in list(self.active.items()):
+                    if not request_id or rid == request_id:
+                        scope.cancel()
+            case ModelSelected():
+                ctx.start_soon(self._load, event, ctx)
+
+    async def _load(self, selected: ModelSelected, ctx: Context) -> None:
+        options = runner_options(selected.num_ctx)
+        try:
+            await self.client.load(
+                build_load_payload(selected.model, options, keep_alive=self.keep_alive)
+            )
+            running = await self.client.ps()
+        except ProviderError as exc:
+            await ctx.publish(
+                ModelLoadFailed(
+                    model=selected.model, failure=exc.failure.kind, message=exc.failure.message
+                )
+            )
+            return
+        mine = next((m for m in running if selected.model in (m.name, m.model)), None)
+        await ctx.publish(
+            ModelLoaded(
+                model=selected.model,
+                context_length=mine.context_length if mine else 0,
+                size_bytes=mine.size if mine else 0,
+                size_vram_bytes=mine.size_vram if mine else 0,
+            )
+        )
+
+    async def _stream(self, request: ChatRequested, ctx: Context) -> None:
+        if not self.server_version:
+            await self._learn_version()
+        content: list[str] = []
+        thinking: list[str] = []
+        calls: list[ToolCall] = []
+        rid = request.request_id
+        with anyio.CancelScope() as scope:
+            self.active[rid] = scope
+            try:
+                async for chunk in self.client.chat(self.payload(request)):
+                    if chunk.error is not None:
+                        text = (
+                            chunk.error if isinstance(chunk.error, str) else json.dumps(chunk.error)
+                        )
+                        failure = failures.classify_error(
+                            0, text, host=self.client.host, model=request.model
+                        )
+                        await self._fail(ctx, rid, failure, content)
+                        return
+                    message = chunk.message
+                    if message is not None:
+                        calls.extend(
+                            ToolCall(
+                                name=c.function.name,
+                                arguments=bytes(c.function.arguments).decode(),
+                                id=c.id,
+                            )
+                            for c in message.tool_calls
+                        )
+                        if message.content or message.thinking:
+                            content.append(message.content)
+                            thinking.append(message.thinking)
+                            await ctx.publish(
+                                ReplyChunk(
+                                    request_id=rid,
+                                    content=message.content,
+                                    thinking=message.thinking,
+                                )
+                            )
+                    if chunk.done:
+                        await ctx.publish(
+                            ReplyCompleted(
+                                request_id=rid,
+                                content="".join(content),
+                                thinking="".join(thinking),
+                                tool_calls=tuple(calls),
+                                prompt_eval_count=chunk.prompt_eval_count,
+                                eval_count=chunk.eval_count,
+                                done_reason=chunk.done_reason,
+                            )
+                        )
+                        return
+                await self._fail(ctx, rid, failures.reset(self.client.host), content)
+            except ProviderError as exc:
+                await self._fail(ctx, rid, exc.failure, content)
+            finally:
+                self.active.pop(rid, None)
+        if scope.cancelled_caught:
+            await ctx.publish(ReplyCancelled(request_id=rid, partial="".join(content)))
+
+    async def _fail(self, ctx: Context, rid: str, failure: Failure, content: list[str]) -> None:
+        await ctx.publish(
+            ReplyFailed(
+                request_id=rid,
+                failure=failure.kind,
+                message=failure.message,
+                n_prompt_tokens=failure.n_prompt_tokens,
+                n_ctx=failure.n_ctx,
+                partial="".join(content),
+            )
+        )

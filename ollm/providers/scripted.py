@@ -1,0 +1,88 @@
+"""A deterministic provider for tests, golden logs and demos: no server, same events.
+
+It answers each `ChatRequested` with a reply made from the request, counts tokens with a
+simple deterministic tokenizer (words and punctuation), refuses a prompt larger than
+`num_ctx` the way Ollama does with `truncate: false`, and fails requests on demand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from actors import Actor, Context
+
+from ..events import (
+    CancelRequested,
+    ChatMessage,
+    ChatRequested,
+    FailureKind,
+    ReplyChunk,
+    ReplyCompleted,
+    ReplyFailed,
+)
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+MESSAGE_TOKENS = 5
+PRIMING_TOKENS = 5
+
+
+def scripted_count(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def scripted_prompt_tokens(messages: Iterable[ChatMessage]) -> int:
+    return PRIMING_TOKENS + sum(MESSAGE_TOKENS + scripted_count(m.content) for m in messages)
+
+
+def echo_reply(request: ChatRequested) -> str:
+    last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    words = last.split()
+    return f"Noted {len(words)} words: " + " ".join(words[:24]) + "."
+
+
+class ScriptedProviderActor(Actor[ChatRequested | CancelRequested]):
+    accepts = (ChatRequested, CancelRequested)
+
+    def __init__(
+        self,
+        reply: Callable[[ChatRequested], str] = echo_reply,
+        failures: Iterable[tuple[FailureKind, str]] = (),
+    ) -> None:
+        self.reply = reply
+        self.failures: deque[tuple[FailureKind, str]] = deque(failures)
+
+    async def handle(self, event: ChatRequested | CancelRequested, ctx: Context) -> None:
+        if not isinstance(event, ChatRequested):
+            return
+        rid = event.request_id
+        prompt = scripted_prompt_tokens(event.messages)
+        if self.failures:
+            kind, message = self.failures.popleft()
+            await ctx.publish(ReplyFailed(request_id=rid, failure=kind, message=message))
+            return
+        if prompt > event.options.num_ctx:
+            await ctx.publish(
+                ReplyFailed(
+                    request_id=rid,
+                    failure="context_overflow",
+                    message=f"the conversation no longer fits the context ({prompt} tokens "
+                    f"for a {event.options.num_ctx}-token context)",
+                    n_prompt_tokens=prompt,
+                    n_ctx=event.options.num_ctx,
+                )
+            )
+            return
+        text = self.reply(event)
+        for piece in re.findall(r"\S+\s*", text):
+            await ctx.publish(ReplyChunk(request_id=rid, content=piece))
+        await ctx.publish(
+            ReplyCompleted(
+                request_id=rid,
+                content=text,
+                prompt_eval_count=prompt,
+                eval_count=scripted_count(text),
+                done_reason="stop",
+            )
+        )

@@ -1,0 +1,72 @@
+"""Choosing the model and its context at start-up, from config, profiles and the server."""
+
+from __future__ import annotations
+
+from .config import Settings
+from .events import FailureKind, ModelSelected
+from .profiles import Profiles, choose_context
+from .providers.ollama import OllamaClient, ProviderError
+
+
+class SelectionError(Exception):
+    """No model can be used; `str()` is one sentence for the user."""
+
+    def __init__(self, kind: FailureKind | None, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _context_length(model_info: dict[str, object]) -> int:
+    arch = model_info.get("general.architecture")
+    value = model_info.get(f"{arch}.context_length") if isinstance(arch, str) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+async def select_model(
+    client: OllamaClient,
+    settings: Settings,
+    profiles: Profiles,
+    *,
+    model: str | None = None,
+    size: int | None = None,
+) -> ModelSelected:
+    """The model to use and its context, by the sizing rule.
+
+    Raises:
+        SelectionError: no model chosen, the server cannot be reached, or the model is missing.
+    """
+    name = model or settings.model
+    try:
+        if not name:
+            installed = [m.name for m in await client.tags()]
+            if not installed:
+                raise SelectionError(
+                    None,
+                    f"no models are installed on {client.host}; run `ollama pull llama3.1:8b` "
+                    "(or another model) first",
+                )
+            raise SelectionError(
+                None,
+                "no model chosen; pass --model NAME or set `model:` in config.yaml "
+                f"(installed: {', '.join(installed[:8])})",
+            )
+        shown = await client.show(name)
+    except ProviderError as exc:
+        raise SelectionError(exc.failure.kind, exc.failure.message) from exc
+    model_max = _context_length(shown.model_info)
+    choice = choose_context(
+        profiles.find(name),
+        size or settings.context.target_size,
+        model_max,
+        settings.context.max_size,
+    )
+    return ModelSelected(
+        model=name,
+        size=choice.size,
+        num_ctx=choice.num_ctx,
+        model_max=model_max,
+        thinking="thinking" in shown.capabilities,
+        how=choice.how,
+        warning=choice.warning,
+        smaller=choice.smaller,
+    )
