@@ -125,7 +125,8 @@ async def open_live_session(
         try:
             selected = await select_model(client, settings, profiles, model=model, size=size)
         except SelectionError as exc:
-            raise StartError(str(exc), EXIT_CODES.get(exc.kind, 1)) from exc
+            code = EXIT_CODES.get(exc.kind, 1) if exc.kind else EXIT_USAGE
+            raise StartError(str(exc), code) from exc
         session_id = session_id or new_session_id(clock.now())
         path = session_log(home, session_id)
         private_dir(path.parent)
