@@ -80,13 +80,22 @@ def test_yaml_then_environment_then_flags(tmp_path):
             "context.compression.threshold = 75.0 is not allowed; "
             "it must be a fraction of num_ctx above 0 and at most 1",
         ),
-        ("context:\n  targetSize: 100\n", "context.targetSize = 100 is not allowed; it must be at least 256"),
-        ("context:\n  maxSize: -1\n", "context.maxSize = -1 is not allowed; it must not be negative"),
+        (
+            "context:\n  targetSize: 100\n",
+            "context.targetSize = 100 is not allowed; it must be at least 256",
+        ),
+        (
+            "context:\n  maxSize: -1\n",
+            "context.maxSize = -1 is not allowed; it must not be negative",
+        ),
         ("context:\n  autosize: true\n", "unknown key context.autosize; check its spelling"),
         ("context: [1, 2]\n", "context = [1, 2] is not allowed; it must be a mapping of keys"),
         ("- just\n- a list\n", "must be a mapping of keys"),
         ("context:\n  targetSize: [\n", "is not valid YAML at line"),
-        ("ollama:\n  host: 'ftp://box'\n", "ollama.host = 'ftp://box' is not allowed; use http:// or https://"),
+        (
+            "ollama:\n  host: 'ftp://box'\n",
+            "ollama.host = 'ftp://box' is not allowed; use http:// or https://",
+        ),
     ],
 )
 def test_a_bad_value_is_one_sentence_naming_key_value_and_rule(tmp_path, text, message):
@@ -161,7 +170,9 @@ keys = st.sampled_from(
     ]
 )
 trees = st.recursive(
-    scalars, lambda children: st.dictionaries(keys, children, max_size=5) | st.lists(children, max_size=3), max_leaves=20
+    scalars,
+    lambda children: st.dictionaries(keys, children, max_size=5) | st.lists(children, max_size=3),
+    max_leaves=20,
 )
 
 

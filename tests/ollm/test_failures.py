@@ -54,7 +54,9 @@ def test_older_overflow_texts(text):
 def test_out_of_memory_not_found_and_busy():
     oom = classify_error(
         500,
-        json.dumps({"error": "model runner has unexpectedly stopped: cudaMalloc failed: out of memory"}),
+        json.dumps(
+            {"error": "model runner has unexpectedly stopped: cudaMalloc failed: out of memory"}
+        ),
         host=HOST,
         model=MODEL,
     )
@@ -74,11 +76,25 @@ def test_versions():
     assert not version_at_least("dev", (0, 12, 6))
 
 
-@given(status=st.integers(0, 599), body=st.text(max_size=200) | st.builds(json.dumps, st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["error", "message", "n_ctx", "n_prompt_tokens", "type"]), c, max_size=4),
-    max_leaves=10,
-)))
+@given(
+    status=st.integers(0, 599),
+    body=st.text(max_size=200)
+    | st.builds(
+        json.dumps,
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda c: (
+                st.lists(c, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(["error", "message", "n_ctx", "n_prompt_tokens", "type"]),
+                    c,
+                    max_size=4,
+                )
+            ),
+            max_leaves=10,
+        ),
+    ),
+)
 def test_fuzzed_error_bodies_always_give_one_sentence(status, body):
     failure = classify_error(status, body, host=HOST, model=MODEL)
     assert failure.message

@@ -102,9 +102,28 @@ def test_a_bad_user_file_is_one_sentence_naming_it(tmp_path, content, message):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats() | st.text(max_size=8),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(
-        ["version", "models", "id", "name", "max_context_window", "context_profiles", "size",
-         "ollama_context_size", "vram_estimate_gb", "thinking", "x"]), c, max_size=5),
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "version",
+                    "models",
+                    "id",
+                    "name",
+                    "max_context_window",
+                    "context_profiles",
+                    "size",
+                    "ollama_context_size",
+                    "vram_estimate_gb",
+                    "thinking",
+                    "x",
+                ]
+            ),
+            c,
+            max_size=5,
+        )
+    ),
     max_leaves=25,
 )
 
