@@ -46,10 +46,12 @@ class Bus:
     put in the mailbox of every subscriber whose accepted types match the event.
     """
 
-    def __init__(self, clock: Clock, activity: Activity | None = None) -> None:
+    def __init__(
+        self, clock: Clock, activity: Activity | None = None, *, last_seq: int = 0
+    ) -> None:
         self.clock = clock
         self.activity = activity or Activity()
-        self._seq = 0
+        self._seq = last_seq
         self._mailboxes: list[Mailbox] = []
         self._routes: dict[type, tuple[Mailbox, ...]] = {}
         self._taps: list[Tap] = []

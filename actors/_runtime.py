@@ -64,8 +64,11 @@ async def open_runtime(
     clock: Clock | None = None,
     ids: IdSource | None = None,
     recorder: Recorder | None = None,
+    last_seq: int = 0,
 ) -> AsyncIterator[Runtime]:
     """Start every actor (each subscribed before this returns) and stop them all on exit.
+
+    `last_seq` continues a recorded run: the first publication gets `last_seq + 1`.
 
     Raises:
         SupervisorGaveUpError: an actor crashed past its restart intensity; every other
@@ -73,7 +76,7 @@ async def open_runtime(
     """
     clock = clock or SystemClock()
     ids = ids or SeededIds(new_seed())
-    bus = Bus(clock)
+    bus = Bus(clock, last_seq=last_seq)
     remove_tap = bus.add_tap(recorder.tap) if recorder is not None else None
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):

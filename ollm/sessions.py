@@ -69,6 +69,7 @@ def find_session(home: Path, wanted: str | None) -> str:
 class Restored:
     state: ConversationState
     model: ModelSelected | None
+    last_seq: int
 
 
 def restore(log: LogContents) -> Restored:
@@ -79,7 +80,8 @@ def restore(log: LogContents) -> Restored:
         conversation.apply(envelope.event)
         if isinstance(envelope.event, ModelSelected):
             model = envelope.event
-    return Restored(state=conversation.state(), model=model)
+    last_seq = log.envelopes[-1].seq if log.envelopes else 0
+    return Restored(state=conversation.state(), model=model, last_seq=last_seq)
 
 
 def private_dir(path: Path) -> Path:

@@ -109,13 +109,14 @@ async def open_live_session(
     clock = SystemClock()
     state = ConversationState(system_prompt=settings.system_prompt)
     session_id = ""
+    last_seq = 0
     if resume is not None:
         try:
             session_id = find_session(home, resume)
             restored = restore(read_log(session_log(home, session_id), AnyEvent))
         except (SessionError, LogError) as exc:
             raise StartError(str(exc), EXIT_USAGE) from exc
-        state = restored.state
+        state, last_seq = restored.state, restored.last_seq
         if model is None and restored.model is not None:
             model = restored.model.model
     profiles = load_profile_db()
@@ -144,7 +145,11 @@ async def open_live_session(
         ]
         try:
             async with open_runtime(
-                specs, clock=clock, ids=SeededIds(seed), recorder=Recorder(writer)
+                specs,
+                clock=clock,
+                ids=SeededIds(seed),
+                recorder=Recorder(writer),
+                last_seq=last_seq,
             ) as runtime:
                 await runtime.publish(
                     SessionOpened(session_id=session_id, state=state, resumed=resume is not None),

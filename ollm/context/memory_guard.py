@@ -21,6 +21,7 @@ from ..events import (
     LowMemory,
     MemoryRecovered,
     MemorySampled,
+    SessionOpened,
     SnapshotRequested,
     SoftLimitHit,
     UsageChanged,
@@ -131,14 +132,19 @@ def on_memory(policy: GuardPolicy, state: GuardState, sample: MemorySampled) -> 
     return []
 
 
-class MemoryGuardActor(Actor[UsageChanged | MemorySampled]):
-    accepts = (UsageChanged, MemorySampled)
+class MemoryGuardActor(Actor[UsageChanged | MemorySampled | SessionOpened]):
+    accepts = (UsageChanged, MemorySampled, SessionOpened)
 
     def __init__(self, policy: GuardPolicy) -> None:
         self.policy = policy
         self.state = GuardState()
 
-    async def handle(self, event: UsageChanged | MemorySampled, ctx: Context) -> None:
+    async def handle(
+        self, event: UsageChanged | MemorySampled | SessionOpened, ctx: Context
+    ) -> None:
+        if isinstance(event, SessionOpened):
+            self.state = GuardState()  # a (re)opened session starts fresh
+            return
         if isinstance(event, UsageChanged):
             out = on_usage(self.policy, self.state, event)
         else:

@@ -86,6 +86,11 @@ class SessionActor(Actor[Accepted]):
 
     def __init__(self, policy: SessionPolicy | None = None) -> None:
         self.policy = policy or SessionPolicy()
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of a fresh session; a (re)opened session starts here, as a new process
+        would, which is what lets a resumed session's log replay through one runtime."""
         self.conversation = Conversation()
         self.model: ModelSelected | None = None
         self.num_ctx = 0
@@ -103,6 +108,7 @@ class SessionActor(Actor[Accepted]):
     async def handle(self, event: Accepted, ctx: Context) -> None:
         match event:
             case SessionOpened():
+                self._reset()
                 self.conversation.apply(event)
             case ModelSelected(num_ctx=num_ctx):
                 self.model, self.num_ctx = event, num_ctx

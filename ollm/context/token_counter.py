@@ -49,6 +49,9 @@ class TokenCounterActor(Actor[Accepted]):
         acc = self.accounting
         match event:
             case SessionOpened(state=state):
+                # A session (re)opening starts from scratch, as a fresh process would: that
+                # is what lets a resumed session's log replay through one runtime.
+                self.accounting = acc = Accounting()
                 acc.reset(tuple(Conversation.from_state(state).prompt_messages()))
             case ModelSelected(model=model, num_ctx=num_ctx):
                 acc.model, acc.num_ctx = model, num_ctx

@@ -1,0 +1,183 @@
+"""`ollm -p`, the REPL on a pipe, and `--resume`, run as real processes against the test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors import read_log
+from ollm.events import AnyEvent, MessageAdded, MessageUnanswered
+from tests.fakes.ollama_server import ollama_server_thread
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def server():
+    with ollama_server_thread() as running:
+        yield running
+
+
+def ollm(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ollm", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def sessions() -> list[Path]:
+    root = Path(os.environ["OLLM_HOME"]) / "sessions"
+    return sorted(root.glob("*/events.jsonl"))
+
+
+def user_messages(path: Path) -> list[str]:
+    log = read_log(path, AnyEvent)
+    return [
+        e.event.message.content
+        for e in log.envelopes
+        if isinstance(e.event, MessageAdded) and e.event.message.role == "user"
+    ]
+
+
+def test_one_shot_prints_the_answer_on_stdout_and_nothing_else(server):
+    result = ollm("-p", "What is two plus two?", "--host", server.url, "--model", "llama3.1:8b")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("You said 21 characters.")
+    assert result.stdout.endswith("\n")
+    assert result.stderr == ""
+    chat = server.chats()[-1]
+    assert chat["options"]["num_ctx"] == 13926, "the same sizing as the chat: the 16k profile"
+    assert chat["messages"][-1] == {"role": "user", "content": "What is two plus two?"}
+    assert user_messages(sessions()[-1]) == ["What is two plus two?"]
+
+
+def test_one_shot_reads_standard_input_with_dash(server):
+    result = ollm("-p", "-", "--host", server.url, "-m", "llama3.1:8b", stdin="from a pipe\n")
+    assert result.returncode == 0, result.stderr
+    assert server.chats()[-1]["messages"][-1]["content"] == "from a pipe\n"
+
+
+def test_one_shot_takes_the_model_and_size_from_config_and_environment(server, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("model: llama3.1:8b\ncontext:\n  targetSize: 8192\n")
+    result = ollm("-p", "hello", "--config", str(config), env={"OLLAMA_HOST": server.url})
+    assert result.returncode == 0, result.stderr
+    assert server.chats()[-1]["options"]["num_ctx"] == 6963
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "words"),
+    [
+        ("oom", 0, "retrying once with num_ctx 6963"),
+        ("error_midstream", 7, "stopped the reply with an error"),
+        ("malformed", 7, "not a valid reply chunk"),
+        ("reset", 7, "connection to Ollama"),
+        ("not_found", 4, "ollama pull llama3.1:8b"),
+    ],
+)
+def test_one_shot_faults_end_in_their_message_and_exit_status(server, fault, code, words):
+    server.fault(fault)
+    result = ollm("-p", "hello there", "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == code, result.stderr
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+    assert user_messages(sessions()[-1]) == ["hello there"], "the message is in the session log"
+    if code:
+        log = read_log(sessions()[-1], AnyEvent)
+        assert any(isinstance(e.event, MessageUnanswered) for e in log.envelopes)
+
+
+def test_one_shot_overflow_twice_exits_5(server):
+    server.fault("overflow", "overflow")
+    result = ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == 5
+    assert "no longer fits" in result.stderr
+
+
+def test_one_shot_start_failures(server):
+    unreachable = ollm("-p", "hi", "--host", "http://127.0.0.1:9", "-m", "x")
+    assert unreachable.returncode == 3
+    assert "cannot reach Ollama at http://127.0.0.1:9" in unreachable.stderr
+    missing = ollm("-p", "hi", "--host", server.url, "-m", "nope:1b")
+    assert missing.returncode == 4
+    assert "ollama pull nope:1b" in missing.stderr
+    unchosen = ollm("-p", "hi", "--host", server.url)
+    assert unchosen.returncode == 2
+    assert "no model chosen" in unchosen.stderr and "llama3.1:8b" in unchosen.stderr
+    empty = ollm("-p", "  ", "--host", server.url, "-m", "llama3.1:8b")
+    assert empty.returncode == 2
+    bad = ollm("-p", "hi", "--context-size", "tiny")
+    assert bad.returncode == 2
+    assert "is not a whole number" in bad.stderr
+    for result in (unreachable, missing, unchosen, empty, bad):
+        assert "Traceback" not in result.stderr
+    assert not sessions(), "nothing to record when the session never started"
+
+
+def test_a_bad_config_is_one_sentence_and_exit_2(tmp_path, server):
+    config = tmp_path / "config.yaml"
+    config.write_text("context:\n  kvQuantization: q3\n")
+    result = ollm("-p", "hi", "--config", str(config), "--host", server.url)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"ollm: {config}: context.kvQuantization = 'q3' is not allowed; use one of f16, q8_0, q4_0"
+    )
+
+
+def test_the_repl_on_a_pipe_goes_on_after_a_fault_and_keeps_every_message(server):
+    server.fault("not_found")  # the first chat request fails (the load is not a chat)
+    script = "first question\nsecond question\n/quit\n"
+    result = ollm("--host", server.url, "-m", "llama3.1:8b", stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert "ollama pull llama3.1:8b" in result.stderr
+    assert "your message is kept" in result.stderr
+    assert result.stdout.count("You said") == 1
+    assert user_messages(sessions()[-1]) == ["first question", "second question"]
+    last = server.chats()[-1]["messages"]
+    assert [m["content"] for m in last if m["role"] == "user"] == [
+        "first question",
+        "second question",
+    ]
+
+
+def test_resume_continues_the_newest_session_with_its_conversation(server):
+    assert (
+        ollm("-p", "remember the word kiwi", "--host", server.url, "-m", "llama3.1:8b").returncode
+        == 0
+    )
+    first = sessions()[-1]
+    result = ollm("-p", "which word?", "--host", server.url, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert sessions()[-1] == first, "the same session, appended to"
+    sent = [m["content"] for m in server.chats()[-1]["messages"] if m["role"] == "user"]
+    assert sent == ["remember the word kiwi", "which word?"]
+    assert user_messages(first) == ["remember the word kiwi", "which word?"]
+    # The resumed log still replays to the same decisions.
+    check = ollm("replay", "--check", str(first))
+    assert check.returncode == 0, check.stderr
+    unknown = ollm("-p", "x", "--host", server.url, "--resume", "nope")
+    assert unknown.returncode == 2
+    assert "no session id starts with 'nope'" in unknown.stderr
+
+
+def test_a_recorded_live_session_replays_to_the_same_decisions(server):
+    server.fault("overflow")
+    assert ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b").returncode == 0
+    check = ollm("replay", "--check", str(sessions()[-1]))
+    assert check.returncode == 0, check.stderr
+    timeline = ollm("replay", str(sessions()[-1])).stdout
+    assert "context.reduced" in timeline or "reply.failed" in timeline
+    json.dumps(server.chats())
