@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -174,10 +173,11 @@ def test_resume_continues_the_newest_session_with_its_conversation(server):
 
 
 def test_a_recorded_live_session_replays_to_the_same_decisions(server):
-    server.fault("overflow")
+    server.fault("oom")
     assert ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b").returncode == 0
     check = ollm("replay", "--check", str(sessions()[-1]))
     assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith("replay matches: ")
     timeline = ollm("replay", str(sessions()[-1])).stdout
-    assert "context.reduced" in timeline or "reply.failed" in timeline
-    json.dumps(server.chats())
+    assert "reply.failed" in timeline
+    assert "context.size_changed" in timeline
