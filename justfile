@@ -31,6 +31,7 @@ type:
 # every benchmark in scripts/ (figures go in docs/performance.md)
 bench:
     {{py}} scripts/bench_bus.py
+    {{py}} scripts/bench_accounting.py
 
 # start the chat REPL
 chat *ARGS:

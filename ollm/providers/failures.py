@@ -67,7 +67,15 @@ def unwrap_error(text: str) -> tuple[str, dict[str, Any]]:
             continue
         break
     message = current if isinstance(current, str) else json.dumps(current)
-    return message, fields
+    return _one_line(message), fields
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A server's text made fit for one sentence: one line, bounded, never empty."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    return flat or "(no message)"
 
 
 def _number(fields: dict[str, Any], key: str, message: str, pattern: str) -> int:

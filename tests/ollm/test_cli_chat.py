@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,35 @@ def test_a_recorded_live_session_replays_to_the_same_decisions(server):
     timeline = ollm("replay", str(sessions()[-1])).stdout
     assert "reply.failed" in timeline
     assert "context.size_changed" in timeline
+
+
+def test_ctrl_c_during_a_reply_cancels_it_promptly_and_keeps_the_message(server):
+    server.fault("stall")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ollm",
+            "-p",
+            "tell me a long story",
+            "--host",
+            server.url,
+            "-m",
+            "llama3.1:8b",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(8) == "You said", "the reply started streaming"
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=10)
+    err = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert code == 130
+    assert "reply cancelled; your message is kept" in err
+    assert "Traceback" not in err
+    assert user_messages(sessions()[-1]) == ["tell me a long story"]

@@ -1,0 +1,96 @@
+"""The session's decisions, on the harness with the scripted provider (no HTTP)."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import ChildSpec
+from actors.testing import open_harness
+from ollm.app import core_specs
+from ollm.config import Settings
+from ollm.context.session import SessionPolicy, reply_budget
+from ollm.events import (
+    ChatRequested,
+    ConversationState,
+    Message,
+    MessageAdded,
+    MessageUnanswered,
+    ModelSelected,
+    SessionOpened,
+    UserSubmitted,
+)
+from ollm.providers.scripted import ScriptedProviderActor
+
+pytestmark = pytest.mark.anyio
+
+
+def specs(**provider):
+    return [
+        *core_specs(Settings()),
+        ChildSpec(name="provider", factory=lambda: ScriptedProviderActor(**provider)),
+    ]
+
+
+async def opened(h, state=None, num_ctx=4096):
+    await h.publish(
+        SessionOpened(session_id="s", state=state or ConversationState(system_prompt="Hi."))
+    )
+    await h.inject(ModelSelected(model="m", size=num_ctx, num_ctx=num_ctx, smaller=(2048,)))
+
+
+async def test_a_message_sent_while_a_reply_streams_waits_its_turn():
+    async with open_harness(*specs()) as h:
+        await opened(h)
+        await h.publish(UserSubmitted(text="first"))
+        await h.publish(UserSubmitted(text="second"))
+        await h.settle()
+        roles = [e.message.role for e in h.events(MessageAdded)]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        second = h.events(ChatRequested)[1]
+        assert [m.content for m in second.messages if m.role == "user"] == ["first", "second"]
+
+
+async def test_requests_carry_the_runner_options_and_a_bounded_reply():
+    async with open_harness(*specs()) as h:
+        await opened(h, num_ctx=4096)
+        await h.inject(UserSubmitted(text="hello"))
+        request = h.expect(ChatRequested)
+        assert request.options.num_ctx == 4096
+        assert request.messages[0].role == "system"
+        assert 64 <= request.num_predict <= 2048
+        assert request.think is None
+
+
+def test_the_reply_budget_is_bounded_by_the_room_left():
+    policy = SessionPolicy(max_reply_tokens=2048, min_reply_tokens=64)
+    assert reply_budget(policy, 8192, 1000) == 2048
+    assert reply_budget(policy, 8192, 7000) == 1192
+    assert reply_budget(policy, 8192, 8190) == 64
+
+
+async def test_a_failure_marks_the_message_and_a_resumed_state_is_continued():
+    async with open_harness(*specs(failures=[("server_error", "it broke")])) as h:
+        await opened(h)
+        await h.inject(UserSubmitted(text="one"))
+        assert h.expect(MessageUnanswered).reason == "it broke"
+        await h.inject(UserSubmitted(text="two"))
+        assert h.events(MessageAdded)[-1].message.role == "assistant"
+    earlier = ConversationState(
+        messages=(
+            Message(id="m1", role="user", content="old question"),
+            Message(id="m2", role="assistant", content="old answer"),
+        ),
+        next_message=3,
+        next_request=2,
+    )
+    async with open_harness(*specs()) as h:
+        await opened(h, state=earlier)
+        await h.inject(UserSubmitted(text="new question"))
+        request = h.expect(ChatRequested)
+        assert request.request_id == "r2"
+        assert [m.content for m in request.messages] == [
+            "old question",
+            "old answer",
+            "new question",
+        ]
+        assert h.events(MessageAdded)[0].message.id == "m3"
