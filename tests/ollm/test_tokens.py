@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from ollm.events import (
+    ChatMessage,
+    ChatRequested,
+    Message,
+    ReplyCompleted,
+    RunnerOptions,
+    ToolCall,
+    ToolSchema,
+)
+from ollm.tokens import PRIMING, ROLE_OVERHEAD, Accounting, TokenCache, estimate_text
+
+
+def test_the_fallback_is_chars_over_four():
+    assert [estimate_text(t) for t in ("", "abc", "abcd", "abcde")] == [0, 1, 1, 2]
+
+
+def test_counts_are_cached_by_content():
+    cache = TokenCache()
+    cache.raw("hello world")
+    cache.raw("hello world")
+    cache.raw("other")
+    assert (cache.hits, cache.misses) == (1, 2)
+    assert cache.hit_rate == 1 / 3
+
+
+def test_role_tool_call_and_tool_schema_overhead_are_counted():
+    acc = Accounting(num_ctx=8192, model="m")
+    acc.add(Message(id="m1", role="user", content="x" * 40))
+    plain = acc.used()
+    assert plain == 10 + ROLE_OVERHEAD + PRIMING
+    acc.add(
+        Message(
+            id="m2",
+            role="assistant",
+            content="",
+            tool_calls=(ToolCall(name="read_file", arguments='{"path": "src/app.py"}'),),
+        )
+    )
+    with_call = acc.used()
+    assert with_call > plain + ROLE_OVERHEAD
+    acc.set_tools(
+        (ToolSchema(name="read_file", description="Read a file", parameters='{"type":"object"}'),)
+    )
+    assert acc.used() > with_call
+
+
+def test_a_reply_calibrates_and_anchors_and_a_low_count_is_a_truncation():
+    acc = Accounting(num_ctx=8192, model="m")
+    message = Message(id="m1", role="user", content="y" * 400)
+    acc.add(message)
+    request = ChatRequested(
+        request_id="r1",
+        model="m",
+        messages=(ChatMessage(role="user", content=message.content),),
+        options=RunnerOptions(num_ctx=8192),
+    )
+    acc.on_request(request)
+    assert (
+        acc.on_reply(
+            ReplyCompleted(request_id="r1", content="ok", prompt_eval_count=160, eval_count=2)
+        )
+        is None
+    )
+    assert acc.factor == (160 - ROLE_OVERHEAD - PRIMING) / 100
+    assert acc.used() == 160, "the counted prompt is exact"
+    acc.add(Message(id="m2", role="assistant", content="ok"))
+    assert acc.used() == 160 + 2 + ROLE_OVERHEAD, "the reply's length is eval_count"
+    acc.on_request(
+        ChatRequested(
+            request_id="r2",
+            model="m",
+            messages=(ChatMessage(role="user", content=message.content),),
+            options=RunnerOptions(num_ctx=8192),
+        )
+    )
+    truncated = acc.on_reply(ReplyCompleted(request_id="r2", content="", prompt_eval_count=20))
+    assert truncated is not None
+    sent, counted = truncated
+    assert counted == 20 and sent > 100
