@@ -13,6 +13,7 @@ from ..sessions import private_dir
 from .live import (
     EXIT_CANCELLED,
     LiveSession,
+    Start,
     StartError,
     exit_code,
     is_terminal,
@@ -24,53 +25,46 @@ Reader = Callable[[], Awaitable[str]]
 HELP = "Type a message and press Enter. Ctrl-C stops a reply; Ctrl-D or /quit ends the session."
 
 
-async def run_oneshot(
+async def _in_session(
     settings: Settings,
-    prompt: str,
-    *,
-    model: str | None,
-    size: int | None,
-    resume: str | None,
+    start: Start,
     out: TextIO,
     err: TextIO,
+    body: Callable[[LiveSession], Awaitable[int]],
+) -> int:
+    try:
+        async with open_live_session(settings, start, out=out, err=err) as live:
+            return await body(live)
+    except StartError as exc:
+        err.write(f"ollm: {exc}\n")
+        return exc.code
+
+
+async def run_oneshot(
+    settings: Settings, prompt: str, start: Start, out: TextIO, err: TextIO
 ) -> int:
     """Send one message, stream the answer to `out`, and exit with a meaningful status."""
-    try:
-        async with open_live_session(
-            settings, model=model, size=size, resume=resume, out=out, err=err
-        ) as live:
-            await live.send(prompt)
-            await wait_turn(live)
-            return exit_code(live.turns)
-    except StartError as exc:
-        err.write(f"ollm: {exc}\n")
-        return exc.code
+
+    async def once(live: LiveSession) -> int:
+        await live.send(prompt)
+        await wait_turn(live)
+        return exit_code(live.turns)
+
+    return await _in_session(settings, start, out, err, once)
 
 
-async def run_repl(
-    settings: Settings,
-    *,
-    model: str | None,
-    size: int | None,
-    resume: str | None,
-    out: TextIO,
-    err: TextIO,
-) -> int:
+async def run_repl(settings: Settings, start: Start, out: TextIO, err: TextIO) -> int:
     """Chat until Ctrl-D or /quit. A failed reply is reported and the REPL goes on."""
-    try:
-        async with open_live_session(
-            settings, model=model, size=size, resume=resume, out=out, err=err
-        ) as live:
-            err.write(
-                f"ollm: {live.model}, num_ctx {live.num_ctx}, session {live.session_id}\n{HELP}\n"
-            )
-            err.flush()
-            await _loop(live, out, err)
-            err.write(f"ollm: session saved; continue it with `ollm --resume {live.session_id}`\n")
-            return 0
-    except StartError as exc:
-        err.write(f"ollm: {exc}\n")
-        return exc.code
+
+    async def chat(live: LiveSession) -> int:
+        err.write(f"ollm: {live.model}, num_ctx {live.num_ctx}, session {live.session_id}\n")
+        err.write(f"{HELP}\n")
+        err.flush()
+        await _loop(live, out, err)
+        err.write(f"ollm: session saved; continue it with `ollm --resume {live.session_id}`\n")
+        return 0
+
+    return await _in_session(settings, start, out, err, chat)
 
 
 async def _loop(live: LiveSession, out: TextIO, err: TextIO) -> None:
@@ -127,4 +121,4 @@ def _terminal_reader() -> Reader:
     return read
 
 
-__all__ = ("EXIT_CANCELLED", "run_oneshot", "run_repl")
+__all__ = ("EXIT_CANCELLED", "Start", "run_oneshot", "run_repl")

@@ -57,6 +57,15 @@ EXIT_USAGE = 2
 EXIT_CANCELLED = 130
 
 
+@dataclass(frozen=True)
+class Start:
+    """How the user asked to start: model, size and session (None = from config / new)."""
+
+    model: str | None = None
+    size: int | None = None
+    resume: str | None = None
+
+
 class StartError(Exception):
     """The session cannot start; `str()` is one sentence, `code` the exit status."""
 
@@ -92,10 +101,8 @@ def load_profile_db() -> Profiles:
 @asynccontextmanager
 async def open_live_session(
     settings: Settings,
+    start: Start,
     *,
-    model: str | None,
-    size: int | None,
-    resume: str | None,
     out: TextIO,
     err: TextIO,
     extra: Sequence[ChildSpec] = (),
@@ -108,6 +115,7 @@ async def open_live_session(
     home = data_home()
     clock = SystemClock()
     state = ConversationState(system_prompt=settings.system_prompt)
+    model, size, resume = start.model, start.size, start.resume
     session_id = ""
     last_seq = 0
     if resume is not None:

@@ -125,26 +125,21 @@ def _flags(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from .chat import EXIT_CANCELLED, run_oneshot, run_repl
+    from .chat import EXIT_CANCELLED, Start, run_oneshot, run_repl
 
     try:
         settings = load_settings(args.config, flags=_flags(args))
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    common = {
-        "model": args.model,
-        "size": args.context_size,
-        "resume": args.resume,
-        "out": sys.stdout,
-        "err": sys.stderr,
-    }
+    start = Start(model=args.model, size=args.context_size, resume=args.resume)
+    out, err = sys.stdout, sys.stderr
     try:
         if args.prompt is not None:
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
             if not prompt.strip():
                 return _fail("the prompt is empty; give text to -p, or pipe it to `-p -`", 2)
-            return anyio.run(lambda: run_oneshot(settings, prompt, **common), backend="asyncio")
-        return anyio.run(lambda: run_repl(settings, **common), backend="asyncio")
+            return anyio.run(run_oneshot, settings, prompt, start, out, err, backend="asyncio")
+        return anyio.run(run_repl, settings, start, out, err, backend="asyncio")
     except KeyboardInterrupt:
         return EXIT_CANCELLED
 
