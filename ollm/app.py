@@ -22,6 +22,7 @@ from actors import (
 
 from . import __version__
 from .config import Settings, digest, settings_from_dict, settings_to_dict
+from .context.context_pool import ContextPoolActor
 from .context.memory_guard import GuardPolicy, MemoryGuardActor
 from .context.session import SessionActor, SessionPolicy
 from .context.token_counter import TokenCounterActor
@@ -42,9 +43,11 @@ def core_specs(settings: Settings) -> list[ChildSpec]:
     """
     policy = GuardPolicy.from_settings(settings.context)
     session = session_policy(settings)
+    compress_at = settings.context.compression.threshold
     return [
-        ChildSpec(name="session", factory=lambda: SessionActor(session)),
+        ChildSpec(name="session", factory=lambda: SessionActor(session, policy)),
         ChildSpec(name="token_counter", factory=TokenCounterActor),
+        ChildSpec(name="context_pool", factory=lambda: ContextPoolActor(compress_at)),
         ChildSpec(name="memory_guard", factory=lambda: MemoryGuardActor(policy)),
     ]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .events import (
     ChatMessage,
     ChatRequested,
+    ContextCleared,
     ContextReduced,
     ConversationState,
     Message,
@@ -107,6 +108,8 @@ class Conversation:
                             unanswered=True,
                         )
                         break
+            case ContextCleared():
+                self.messages.clear()
             case ContextReduced(removed_ids=removed):
                 gone = set(removed)
                 self.messages = [m for m in self.messages if m.id not in gone]

@@ -15,6 +15,8 @@ from msgspec import Struct
 
 from actors import Event, Input, RuntimeEvent
 
+from .memory import Architecture
+
 Role = Literal["system", "user", "assistant", "tool"]
 CompressReason = Literal["auto", "user", "emergency"]
 SnapshotReason = Literal["manual", "auto", "pre-compression", "emergency"]
@@ -79,6 +81,23 @@ class RunnerOptions(Struct, frozen=True, kw_only=True):
     num_ctx: int
 
 
+class SizeOption(Struct, frozen=True, kw_only=True):
+    """A context option of a model's profile: what the user picks and what is sent."""
+
+    size: int
+    num_ctx: int
+
+
+class DeviceReading(Struct, frozen=True, kw_only=True):
+    """One memory device as a probe read it."""
+
+    device: str
+    total_bytes: int
+    free_bytes: int
+    unified: bool = False
+    exact: bool = True
+
+
 class ConversationState(Struct, frozen=True, kw_only=True):
     """A conversation as a value: what a snapshot or a resumed session restores."""
 
@@ -122,8 +141,16 @@ class ModelSelected(Input, frozen=True, kw_only=True, tag="model.selected"):
     """How `num_ctx` was decided, in words (shown to the user)."""
     warning: str = ""
     """A warning the user must see (e.g. the 0.85 fallback), else empty."""
-    smaller: tuple[int, ...] = ()
-    """Smaller `num_ctx` values to fall back to after an out-of-memory error, largest first."""
+    options: tuple[SizeOption, ...] = ()
+    """The model's context options (size → num_ctx), smallest first; empty without a profile."""
+    architecture: Architecture | None = None
+    """From `/api/show` `model_info`: what the exact KV arithmetic needs."""
+    weights_bytes: int = 0
+    """The model's size on disk (`/api/tags`), i.e. its weights."""
+    auto_size: bool = False
+    """Size the context from free memory (`context.autoSize`)."""
+    kv_cache_type: str = "f16"
+    vram_buffer_bytes: int = 0
 
 
 class SessionOpened(Input, frozen=True, kw_only=True, tag="session.opened"):
@@ -193,6 +220,13 @@ class ReplyCancelled(Input, frozen=True, kw_only=True, tag="reply.cancelled"):
     partial: str = ""
 
 
+class MemorySourceChanged(Input, frozen=True, kw_only=True, tag="memory.source_changed"):
+    """Where memory figures now come from (a probe failed, or the server is remote)."""
+
+    source: str
+    detail: str
+
+
 class MemorySampled(Input, frozen=True, kw_only=True, tag="memory.sampled"):
     """A reading of one memory device (a GPU, or the host when there is none)."""
 
@@ -244,14 +278,6 @@ class ContextReduced(Event, frozen=True, kw_only=True, tag="context.reduced"):
     tokens_after: int = 0
 
 
-class ContextSizeChanged(Event, frozen=True, kw_only=True, tag="context.size_changed"):
-    """The session changed `num_ctx` on its own (e.g. smaller after out of memory)."""
-
-    model: str
-    num_ctx: int
-    reason: str
-
-
 class UsageChanged(Event, frozen=True, kw_only=True, tag="usage.changed"):
     """The conversation's size in tokens, against the context sent to Ollama (`num_ctx`)."""
 
@@ -265,6 +291,62 @@ class TruncationDetected(Event, frozen=True, kw_only=True, tag="usage.truncation
     request_id: str
     sent_tokens: int
     counted_tokens: int
+
+
+class ContextSizeChosen(Event, frozen=True, kw_only=True, tag="context.size_chosen"):
+    """The context pool decided the `num_ctx` in force; the provider reloads the model with it."""
+
+    model: str
+    size: int
+    num_ctx: int
+    reason: str
+
+
+class ResizeRequested(Event, frozen=True, kw_only=True, tag="context.resize_requested"):
+    """Someone asks the context pool for a different size."""
+
+    reason: str
+    smaller: bool = True
+    """Step down to the next option that fits (out of memory, low memory)."""
+    size: int = 0
+    """A specific size instead (0 = none)."""
+
+
+class ResizeDeclined(Event, frozen=True, kw_only=True, tag="context.resize_declined"):
+    """The context pool cannot honour a resize request."""
+
+    reason: str
+
+
+class UsageTrend(Event, frozen=True, kw_only=True, tag="usage.trend"):
+    """How fast the conversation grows: tokens per turn and turns left before compression."""
+
+    percent: float
+    tokens_per_turn: float
+    turns_left: int
+    """Turns before the compression threshold at this pace (-1: unknown)."""
+
+
+class ContextCleared(Event, frozen=True, kw_only=True, tag="context.cleared"):
+    """The conversation was cleared to the system prompt (and summary)."""
+
+    reason: str
+    snapshot_id: str = ""
+
+
+class SnapshotCreated(Event, frozen=True, kw_only=True, tag="snapshot.created"):
+    """A snapshot of the conversation was saved."""
+
+    snapshot_id: str
+    reason: SnapshotReason
+    tokens: int = 0
+
+
+class UserNotified(Event, frozen=True, kw_only=True, tag="user.notified"):
+    """An intervention the user must hear about, in one plain sentence."""
+
+    level: Literal["info", "warning", "error"]
+    text: str
 
 
 # --- thresholds and requests ----------------------------------------------------------------
@@ -334,7 +416,14 @@ DomainEvent = (
     | MessageUnanswered
     | ChatRequested
     | ContextReduced
-    | ContextSizeChanged
+    | ContextSizeChosen
+    | ResizeRequested
+    | ResizeDeclined
+    | UsageTrend
+    | ContextCleared
+    | SnapshotCreated
+    | UserNotified
+    | MemorySourceChanged
     | UsageChanged
     | TruncationDetected
     | SoftLimitHit

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 CELL_PADDING = 256
 
@@ -70,8 +71,7 @@ def row_bytes(cache_type: str, values: int) -> int:
     return values // per_block * block_bytes
 
 
-@dataclass(frozen=True)
-class Architecture:
+class Architecture(msgspec.Struct, frozen=True, kw_only=True):
     """What the KV arithmetic needs, read from GGUF metadata (`/api/show` `model_info`)."""
 
     name: str
@@ -232,3 +232,59 @@ def gib(n_bytes: float) -> float:
 def round_up_gb(n_bytes: float, digits: int = 1) -> float:
     factor = 10.0**digits
     return math.ceil(gib(n_bytes) * factor) / factor
+
+
+MiB = 1024 * 1024
+DEFAULT_COMPUTE_BYTES = 512 * MiB
+"""Compute-buffer allowance until a loaded model lets it be measured (an estimate)."""
+
+
+class Footprint(msgspec.Struct, frozen=True, kw_only=True):
+    """What a model needs in memory besides its KV cache."""
+
+    weights_bytes: int
+    compute_bytes: int = DEFAULT_COMPUTE_BYTES
+    compute_measured: bool = False
+
+
+def measured_compute(size_bytes: int, weights_bytes: int, kv_bytes: int) -> int | None:
+    """The compute buffers of a loaded model: what `/api/ps` `size` holds beyond weights and KV."""
+    rest = size_bytes - weights_bytes - kv_bytes
+    return rest if rest >= 0 else None
+
+
+def needed_bytes(
+    arch: Architecture,
+    num_ctx: int,
+    footprint: Footprint,
+    cache_type: str,
+    parallel: int = 1,
+) -> int:
+    """Weights + exact KV cache + compute buffers for a context of `num_ctx` per slot."""
+    kv = ollama_kv_bytes(arch, num_ctx, cache_type, parallel)
+    return footprint.weights_bytes + kv + footprint.compute_bytes
+
+
+def largest_fitting(
+    arch: Architecture,
+    budget_bytes: int,
+    footprint: Footprint,
+    cache_type: str,
+    *,
+    parallel: int = 1,
+    low: int = 256,
+    high: int = 0,
+) -> int:
+    """The largest `num_ctx` (a multiple of 256, at most `high` or the trained context) whose
+    needs fit `budget_bytes`; 0 when not even `low` fits."""
+    high = high or arch.context_length or 1 << 20
+    if needed_bytes(arch, low, footprint, cache_type, parallel) > budget_bytes:
+        return 0
+    lo, hi = low // CELL_PADDING, max(low, high) // CELL_PADDING
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if needed_bytes(arch, mid * CELL_PADDING, footprint, cache_type, parallel) <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return min(lo * CELL_PADDING, high) if lo * CELL_PADDING >= low else low

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from .events import RunnerOptions
+from .events import RunnerOptions, SizeOption
 
 FALLBACK_FRACTION = 0.85
 
@@ -105,8 +105,8 @@ class ContextChoice:
     num_ctx: int
     how: str
     warning: str = ""
-    smaller: tuple[int, ...] = ()
-    """Smaller num_ctx values to fall back to (largest first)."""
+    options: tuple[SizeOption, ...] = ()
+    """Every option within the limits, smallest first."""
 
 
 def choose_context(
@@ -134,7 +134,7 @@ def choose_context(
             if profile is None
             else f"profile has no option within the limit: {size} tokens, sent unchanged"
         )
-        return ContextChoice(size=size, num_ctx=size, how=how, smaller=_halves(size))
+        return ContextChoice(size=size, num_ctx=size, how=how)
     fitting = [o for o in options if o.size <= target]
     option = fitting[-1] if fitting else options[0]
     exact = option.size == target
@@ -143,10 +143,8 @@ def choose_context(
         how += f" (closest to the requested {target})"
     num_ctx, warning = _num_ctx(option)
     how += f": num_ctx {num_ctx}"
-    smaller = tuple(_num_ctx(o)[0] for o in reversed(options) if o.size < option.size)
-    return ContextChoice(
-        size=option.size, num_ctx=num_ctx, how=how, warning=warning, smaller=smaller
-    )
+    every = tuple(SizeOption(size=o.size, num_ctx=_num_ctx(o)[0]) for o in options)
+    return ContextChoice(size=option.size, num_ctx=num_ctx, how=how, warning=warning, options=every)
 
 
 def _num_ctx(option: ContextOption) -> tuple[int, str]:
@@ -158,14 +156,6 @@ def _num_ctx(option: ContextOption) -> tuple[int, str]:
         f"floor(0.85 × {option.size}) = {value}; add ollama_context_size to the profile to "
         "choose it yourself"
     )
-
-
-def _halves(size: int) -> tuple[int, ...]:
-    out = []
-    while size > 2048:
-        size //= 2
-        out.append(size)
-    return tuple(out)
 
 
 def runner_options(num_ctx: int) -> RunnerOptions:

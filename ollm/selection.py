@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .config import Settings
 from .events import FailureKind, ModelSelected
+from .memory import Architecture, ArchitectureError
 from .profiles import Profiles, choose_context
 from .providers.ollama import OllamaClient, ProviderError
 
@@ -51,9 +52,14 @@ async def select_model(
                 f"(installed: {', '.join(installed[:8])})",
             )
         shown = await client.show(name)
+        sizes = {m.name: m.size for m in await client.tags()}
     except ProviderError as exc:
         raise SelectionError(exc.failure.kind, exc.failure.message) from exc
     model_max = _context_length(shown.model_info)
+    try:
+        architecture: Architecture | None = Architecture.from_model_info(shown.model_info)
+    except ArchitectureError:
+        architecture = None
     choice = choose_context(
         profiles.find(name),
         size or settings.context.target_size,
@@ -68,5 +74,10 @@ async def select_model(
         thinking="thinking" in shown.capabilities,
         how=choice.how,
         warning=choice.warning,
-        smaller=choice.smaller,
+        options=choice.options,
+        architecture=architecture,
+        weights_bytes=sizes.get(name, sizes.get(f"{name}:latest", 0)),
+        auto_size=settings.context.auto_size,
+        kv_cache_type=settings.context.kv_quantization,
+        vram_buffer_bytes=settings.context.vram_buffer * 1024 * 1024,
     )

@@ -10,16 +10,15 @@ import anyio
 from actors import Actor, Context
 
 from ..events import (
-    ContextReduced,
-    ContextSizeChanged,
     FailureKind,
+    MemorySourceChanged,
     MessageAdded,
     MessageUnanswered,
     ModelLoadFailed,
     ModelSelected,
     ReplyChunk,
     ReplyFailed,
-    TruncationDetected,
+    UserNotified,
 )
 
 
@@ -48,11 +47,10 @@ Shown = (
     | MessageAdded
     | MessageUnanswered
     | ReplyFailed
-    | ContextReduced
-    | ContextSizeChanged
-    | TruncationDetected
+    | UserNotified
     | ModelSelected
     | ModelLoadFailed
+    | MemorySourceChanged
 )
 
 
@@ -65,11 +63,10 @@ class ConsoleActor(Actor[Shown]):
         MessageAdded,
         MessageUnanswered,
         ReplyFailed,
-        ContextReduced,
-        ContextSizeChanged,
-        TruncationDetected,
+        UserNotified,
         ModelSelected,
         ModelLoadFailed,
+        MemorySourceChanged,
     )
 
     def __init__(self, out: TextIO, err: TextIO, turns: Turns) -> None:
@@ -109,18 +106,13 @@ class ConsoleActor(Actor[Shown]):
                 self.last_failure = None
             case ReplyFailed(failure=failure):
                 self.last_failure = failure
-            case ContextReduced(removed_ids=removed, reason=reason):
-                self.notice(f"{reason} ({len(removed)} messages left the context)")
-            case ContextSizeChanged(reason=reason):
-                self.notice(reason)
-            case TruncationDetected(sent_tokens=sent, counted_tokens=counted):
-                self.notice(
-                    f"Ollama truncated the conversation: it counted {counted} prompt tokens of "
-                    f"about {sent} sent ({sent - counted} tokens dropped)"
-                )
+            case UserNotified(level=level, text=text):
+                self.notice(f"warning: {text}" if level == "warning" else text)
             case ModelSelected(warning=warning) if warning:
                 self.notice(f"warning: {warning}")
             case ModelLoadFailed(message=message):
                 self.notice(message)
+            case MemorySourceChanged(detail=detail):
+                self.notice(detail)
             case _:
                 pass

@@ -2,7 +2,16 @@
 
 Thresholds are fractions of the context actually sent to Ollama (`num_ctx`); a threshold
 of 0.75 at `num_ctx` 3482 is reached at floor(0.75 × 3482) = 2611 tokens. Each crossing
-fires once on the way up and re-arms only when usage falls back below it.
+fires once on the way up, in order, and re-arms only when usage falls back below it:
+
+- compression threshold → `SoftLimitHit`, `CompressRequested(auto)`
+- snapshot threshold → `SnapshotRequested(auto)`
+- hard limit → `HardLimitHit` (the session truncates before the next request)
+- critical → `CriticalLimitHit`, `SnapshotRequested(emergency)` (the session clears once the
+  snapshot exists and says how to restore it)
+- `LowMemory` → `ResizeRequested` (the next context is smaller); `MemoryRecovered` told.
+
+Every intervention is also a `UserNotified` sentence.
 """
 
 from __future__ import annotations
@@ -21,10 +30,12 @@ from ..events import (
     LowMemory,
     MemoryRecovered,
     MemorySampled,
+    ResizeRequested,
     SessionOpened,
     SnapshotRequested,
     SoftLimitHit,
     UsageChanged,
+    UserNotified,
 )
 
 MB = 1024 * 1024
@@ -78,10 +89,19 @@ class GuardPolicy:
                 return level
         return Level.NORMAL
 
+    def safe_limit(self, limit: int) -> int:
+        """The most tokens a prompt may hold before the hard limit acts."""
+        return threshold_tokens(self.hard_at, limit) - 1
+
+    def can_allocate(self, used: int, tokens: int, limit: int) -> bool:
+        """Whether `tokens` more fit without reaching the hard limit."""
+        return used + tokens <= self.safe_limit(limit)
+
     def crossings(self, before: Level, usage: UsageChanged) -> list[Event]:
-        """The events for every level passed on the way up from `before`."""
+        """The events for every level passed on the way up from `before`, in order."""
         used, limit = usage.used_tokens, usage.limit_tokens
         now = self.level(used, limit)
+        share = f"{used} of {limit} tokens"
         out: list[Event] = []
         for level in range(before + 1, now + 1):
             if level == Level.SOFT:
@@ -90,6 +110,7 @@ class GuardPolicy:
                 )
                 if self.compression_enabled:
                     out.append(CompressRequested(reason="auto"))
+                out.append(_note("info", f"the context is {self._pct(used, limit)} full ({share})"))
             elif level == Level.SNAPSHOT and self.auto_snapshot:
                 out.append(SnapshotRequested(reason="auto"))
             elif level == Level.HARD:
@@ -102,7 +123,23 @@ class GuardPolicy:
                         used_tokens=used, limit_tokens=limit, threshold=self.critical_at
                     )
                 )
+                out.append(SnapshotRequested(reason="emergency"))
+                out.append(
+                    _note(
+                        "warning",
+                        f"the context is {self._pct(used, limit)} full ({share}): saving an "
+                        "emergency snapshot, then clearing to the system prompt",
+                    )
+                )
         return out
+
+    @staticmethod
+    def _pct(used: int, limit: int) -> str:
+        return f"{round(100 * used / max(limit, 1))}%"
+
+
+def _note(level: str, text: str) -> UserNotified:
+    return UserNotified(level="warning" if level == "warning" else "info", text=text)
 
 
 @dataclass
@@ -119,15 +156,25 @@ def on_usage(policy: GuardPolicy, state: GuardState, usage: UsageChanged) -> lis
 
 def on_memory(policy: GuardPolicy, state: GuardState, sample: MemorySampled) -> list[Event]:
     device, free = sample.device, sample.free_bytes
+    mib = free // MB
     if device not in state.low_devices and free < policy.low_memory_bytes:
         state.low_devices.add(device)
-        return [LowMemory(device=device, free_bytes=free, threshold_bytes=policy.low_memory_bytes)]
+        return [
+            LowMemory(device=device, free_bytes=free, threshold_bytes=policy.low_memory_bytes),
+            ResizeRequested(reason=f"low memory on {device} ({mib} MiB free)"),
+            _note(
+                "warning",
+                f"memory is low on {device} ({mib} MiB free): the next request uses a smaller "
+                "context",
+            ),
+        ]
     if device in state.low_devices and free >= policy.recover_memory_bytes:
         state.low_devices.discard(device)
         return [
             MemoryRecovered(
                 device=device, free_bytes=free, threshold_bytes=policy.recover_memory_bytes
-            )
+            ),
+            _note("info", f"memory recovered on {device} ({mib} MiB free)"),
         ]
     return []
 

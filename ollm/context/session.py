@@ -2,7 +2,9 @@
 
 Chain: UserSubmitted → MessageAdded → (token counter) UsageChanged → ChatRequested →
 (provider) ReplyChunk… → ReplyCompleted → MessageAdded(assistant). A request goes out on
-the usage that follows its message, so its `num_predict` fits the room that is left.
+the usage that follows its message, so its `num_predict` fits the room that is left; never
+while the model is being reloaded with a new size (it waits, and goes out after), and never
+above the hard limit (the oldest turns are dropped first, once, and the user is told).
 A failed request never loses the user's message: it stays, marked unanswered. An overflow
 is retried once after dropping the oldest turns; out of memory once with a smaller context.
 """
@@ -17,20 +19,28 @@ from actors import Actor, Context
 from ..conversation import Conversation, oldest_turns_to_drop
 from ..events import (
     ChatRequested,
+    ContextCleared,
     ContextReduced,
-    ContextSizeChanged,
+    ContextSizeChosen,
     Message,
     MessageAdded,
     MessageUnanswered,
+    ModelLoaded,
+    ModelLoadFailed,
     ModelSelected,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
+    ResizeDeclined,
+    ResizeRequested,
     SessionOpened,
+    SnapshotCreated,
     UsageChanged,
+    UserNotified,
     UserSubmitted,
 )
 from ..profiles import runner_options
+from .memory_guard import GuardPolicy, Level, threshold_tokens
 
 RETRY_TARGET = 0.75
 """After an overflow, aim for this share of num_ctx (the compression threshold)."""
@@ -65,11 +75,16 @@ def overflow_share(n_prompt: int, n_ctx: int) -> float:
 Accepted = (
     SessionOpened
     | ModelSelected
+    | ContextSizeChosen
+    | ModelLoaded
+    | ModelLoadFailed
+    | ResizeDeclined
     | UserSubmitted
     | UsageChanged
     | ReplyCompleted
     | ReplyFailed
     | ReplyCancelled
+    | SnapshotCreated
 )
 
 
@@ -77,15 +92,23 @@ class SessionActor(Actor[Accepted]):
     accepts = (
         SessionOpened,
         ModelSelected,
+        ContextSizeChosen,
+        ModelLoaded,
+        ModelLoadFailed,
+        ResizeDeclined,
         UserSubmitted,
         UsageChanged,
         ReplyCompleted,
         ReplyFailed,
         ReplyCancelled,
+        SnapshotCreated,
     )
 
-    def __init__(self, policy: SessionPolicy | None = None) -> None:
+    def __init__(
+        self, policy: SessionPolicy | None = None, guard: GuardPolicy | None = None
+    ) -> None:
         self.policy = policy or SessionPolicy()
+        self.guard = guard or GuardPolicy()
         self._reset()
 
     def _reset(self) -> None:
@@ -98,6 +121,10 @@ class SessionActor(Actor[Accepted]):
         self.in_flight: InFlight | None = None
         self.send_after: tuple[int, int] | None = None
         """(seq of our last change, attempt): send when the usage caused by that change comes."""
+        self.resizing = False
+        self.after_resize: int | None = None
+        """The attempt to send once the reload with the new size is done."""
+        self.reduced_for_send = False
         self.queued: deque[str] = deque()
 
     async def _emit(self, ctx: Context, event: object) -> int:
@@ -105,15 +132,27 @@ class SessionActor(Actor[Accepted]):
         self.conversation.apply(event)
         return envelope.seq
 
+    async def _tell(self, ctx: Context, level: str, text: str) -> None:
+        await ctx.publish(
+            UserNotified(level="warning" if level == "warning" else "info", text=text)
+        )
+
     async def handle(self, event: Accepted, ctx: Context) -> None:
         match event:
             case SessionOpened():
                 self._reset()
                 self.conversation.apply(event)
-            case ModelSelected(num_ctx=num_ctx):
-                self.model, self.num_ctx = event, num_ctx
+            case ModelSelected():
+                self.model = event
+            case ContextSizeChosen(num_ctx=num_ctx):
+                self.num_ctx, self.resizing = num_ctx, True
+            case ModelLoaded() | ModelLoadFailed() if self.resizing:
+                await self._loaded(ctx, event)
+            case ResizeDeclined(reason=reason) if self.after_resize is not None:
+                self.after_resize = None
+                await self._unanswered(ctx, reason)
             case UserSubmitted(text=text):
-                if self.in_flight is not None or self.send_after is not None:
+                if self._busy():
                     self.queued.append(text)
                 else:
                     await self._submit(ctx, text)
@@ -121,7 +160,9 @@ class SessionActor(Actor[Accepted]):
                 self.used = used
                 cause = ctx.current.causation if ctx.current is not None else None
                 if self.send_after is not None and cause == self.send_after[0]:
-                    await self._send(ctx, self.send_after[1])
+                    attempt = self.send_after[1]
+                    self.send_after = None
+                    await self._try_send(ctx, attempt)
             case ReplyCompleted() if self._current(event.request_id):
                 reply = Message(
                     id=self.conversation.new_message_id(),
@@ -136,22 +177,68 @@ class SessionActor(Actor[Accepted]):
                 await self._failed(ctx, event)
             case ReplyCancelled() if self._current(event.request_id):
                 await self._unanswered(ctx, "cancelled by the user")
+            case SnapshotCreated(reason="emergency", snapshot_id=snapshot_id):
+                await self._emergency_clear(ctx, snapshot_id)
             case _:
                 pass
 
+    def _busy(self) -> bool:
+        """A new message waits (queued, none lost) while a turn is under way, or while the
+        model is being (re)loaded with its size."""
+        return (
+            self.in_flight is not None
+            or self.send_after is not None
+            or self.after_resize is not None
+            or self.resizing
+            or self.num_ctx == 0
+        )
+
     def _current(self, request_id: str) -> bool:
         return self.in_flight is not None and self.in_flight.request_id == request_id
+
+    async def _loaded(self, ctx: Context, event: ModelLoaded | ModelLoadFailed) -> None:
+        if self.model is None or event.model != self.model.model:
+            return
+        self.resizing = False
+        attempt, self.after_resize = self.after_resize, None
+        if attempt is None:
+            await self._next(ctx)
+            return
+        if isinstance(event, ModelLoadFailed):
+            await self._unanswered(ctx, event.message)
+        else:
+            await self._try_send(ctx, attempt)
 
     async def _submit(self, ctx: Context, text: str) -> None:
         message = Message(id=self.conversation.new_message_id(), role="user", content=text)
         self.send_after = (await self._emit(ctx, MessageAdded(message=message)), 1)
 
     async def _next(self, ctx: Context) -> None:
-        if self.queued and self.in_flight is None and self.send_after is None:
+        if self.queued and not self._busy():
             await self._submit(ctx, self.queued.popleft())
 
+    async def _try_send(self, ctx: Context, attempt: int) -> None:
+        if self.resizing:
+            self.after_resize = attempt
+            return
+        if self.guard.level(self.used, self.num_ctx) >= Level.HARD and not self.reduced_for_send:
+            target = threshold_tokens(self.guard.compress_at, self.num_ctx)
+            share = (self.used - target) / self.used if self.used else 0.0
+            removed = oldest_turns_to_drop(self.conversation.messages, share)
+            if removed:
+                self.reduced_for_send = True
+                text = (
+                    f"the context reached the hard limit ({self.used} of {self.num_ctx} tokens): "
+                    f"the {len(removed)} oldest messages were taken out before sending"
+                )
+                reduced = ContextReduced(removed_ids=removed, reason=text, tokens_before=self.used)
+                self.send_after = (await self._emit(ctx, reduced), attempt)
+                await self._tell(ctx, "warning", text)
+                return
+        await self._send(ctx, attempt)
+
     async def _send(self, ctx: Context, attempt: int) -> None:
-        self.send_after = None
+        self.reduced_for_send = False
         model = self.model
         user = next((m for m in reversed(self.conversation.messages) if m.role == "user"), None)
         if model is None or user is None:
@@ -176,30 +263,44 @@ class SessionActor(Actor[Accepted]):
             removed = oldest_turns_to_drop(self.conversation.messages, share)
             if removed:
                 self.in_flight = None
+                text = (
+                    f"{failure.message}; dropped the {len(removed)} oldest messages "
+                    "and retried once"
+                )
                 reduced = ContextReduced(
-                    removed_ids=removed,
-                    reason=f"{failure.message}; dropped the oldest turns and retried once",
-                    tokens_before=failure.n_prompt_tokens,
+                    removed_ids=removed, reason=text, tokens_before=failure.n_prompt_tokens
                 )
                 self.send_after = (await self._emit(ctx, reduced), 2)
+                await self._tell(ctx, "warning", text)
                 return
-        if failure.failure == "out_of_memory" and first and self.model is not None:
-            smaller = [n for n in self.model.smaller if n < self.num_ctx]
-            if smaller:
-                self.in_flight = None
-                self.num_ctx = smaller[0]
-                resized = ContextSizeChanged(
-                    model=self.model.model,
-                    num_ctx=smaller[0],
-                    reason=f"{failure.message}; retrying once with num_ctx {smaller[0]}",
-                )
-                self.send_after = (await self._emit(ctx, resized), 2)
-                return
+        if failure.failure == "out_of_memory" and first:
+            self.in_flight = None
+            self.after_resize = 2
+            await ctx.publish(ResizeRequested(reason="Ollama ran out of memory"))
+            await self._tell(
+                ctx, "warning", f"{failure.message}; retrying once with a smaller context"
+            )
+            return
         await self._unanswered(ctx, failure.message)
 
     async def _unanswered(self, ctx: Context, reason: str) -> None:
-        assert self.in_flight is not None
-        message_id = self.in_flight.user_message_id
+        user = self.in_flight.user_message_id if self.in_flight else self._last_user_id()
         self.in_flight = None
-        await self._emit(ctx, MessageUnanswered(message_id=message_id, reason=reason))
+        if user:
+            await self._emit(ctx, MessageUnanswered(message_id=user, reason=reason))
         await self._next(ctx)
+
+    def _last_user_id(self) -> str:
+        last = next((m for m in reversed(self.conversation.messages) if m.role == "user"), None)
+        return last.id if last else ""
+
+    async def _emergency_clear(self, ctx: Context, snapshot_id: str) -> None:
+        if not self.conversation.messages:
+            return
+        text = (
+            f"the context reached the critical limit: the conversation is saved as snapshot "
+            f"{snapshot_id} and the context was cleared to the system prompt; "
+            f"`/context restore {snapshot_id}` brings it back"
+        )
+        await self._emit(ctx, ContextCleared(reason=text, snapshot_id=snapshot_id))
+        await self._tell(ctx, "warning", text)

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 from actors import Actor, Context
 
-from ..conversation import Conversation
+from ..conversation import SYSTEM_ID, Conversation
 from ..events import (
     ChatRequested,
+    ContextCleared,
     ContextReduced,
-    ContextSizeChanged,
+    ContextSizeChosen,
     MessageAdded,
     ModelSelected,
     ReplyCompleted,
     SessionOpened,
     TruncationDetected,
     UsageChanged,
+    UserNotified,
 )
 from ..tokens import Accounting
 
 Accepted = (
     SessionOpened
     | ModelSelected
-    | ContextSizeChanged
+    | ContextSizeChosen
     | MessageAdded
     | ContextReduced
+    | ContextCleared
     | ChatRequested
     | ReplyCompleted
 )
@@ -35,9 +38,10 @@ class TokenCounterActor(Actor[Accepted]):
     accepts = (
         SessionOpened,
         ModelSelected,
-        ContextSizeChanged,
+        ContextSizeChosen,
         MessageAdded,
         ContextReduced,
+        ContextCleared,
         ChatRequested,
         ReplyCompleted,
     )
@@ -53,14 +57,16 @@ class TokenCounterActor(Actor[Accepted]):
                 # is what lets a resumed session's log replay through one runtime.
                 self.accounting = acc = Accounting()
                 acc.reset(tuple(Conversation.from_state(state).prompt_messages()))
-            case ModelSelected(model=model, num_ctx=num_ctx):
-                acc.model, acc.num_ctx = model, num_ctx
-            case ContextSizeChanged(num_ctx=num_ctx):
+            case ModelSelected(model=model):
+                acc.model = model
+            case ContextSizeChosen(num_ctx=num_ctx):
                 acc.num_ctx = num_ctx
             case MessageAdded(message=message):
                 acc.add(message)
             case ContextReduced(removed_ids=removed):
                 acc.remove(removed)
+            case ContextCleared():
+                acc.remove(tuple(i for i in acc.messages if i != SYSTEM_ID))
             case ChatRequested():
                 acc.on_request(event)
                 return
@@ -71,6 +77,13 @@ class TokenCounterActor(Actor[Accepted]):
                     await ctx.publish(
                         TruncationDetected(
                             request_id=event.request_id, sent_tokens=sent, counted_tokens=counted
+                        )
+                    )
+                    await ctx.publish(
+                        UserNotified(
+                            level="warning",
+                            text=f"Ollama truncated the conversation: it counted {counted} "
+                            f"prompt tokens of about {sent} sent ({sent - counted} dropped)",
                         )
                     )
         await self._publish_usage(ctx)

@@ -16,9 +16,9 @@ from actors import Actor, Context
 from ..events import (
     CancelRequested,
     ChatRequested,
+    ContextSizeChosen,
     ModelLoaded,
     ModelLoadFailed,
-    ModelSelected,
     ReplyCancelled,
     ReplyChunk,
     ReplyCompleted,
@@ -266,13 +266,13 @@ def make_http_client(host: str, timeout: float) -> httpx.AsyncClient:
 # --- actor ----------------------------------------------------------------------------------
 
 
-class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ModelSelected]):
-    """Streams replies for `ChatRequested` and loads a newly selected model deliberately.
+class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeChosen]):
+    """Streams replies for `ChatRequested`; reloads the model deliberately on `ContextSizeChosen`.
 
     A boundary actor: what it publishes (chunks, replies, failures, loads) are inputs.
     """
 
-    accepts = (ChatRequested, CancelRequested, ModelSelected)
+    accepts = (ChatRequested, CancelRequested, ContextSizeChosen)
 
     def __init__(self, client: OllamaClient, *, keep_alive: str) -> None:
         self.client = client
@@ -298,7 +298,7 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ModelSelected]
         )
 
     async def handle(
-        self, event: ChatRequested | CancelRequested | ModelSelected, ctx: Context
+        self, event: ChatRequested | CancelRequested | ContextSizeChosen, ctx: Context
     ) -> None:
         match event:
             case ChatRequested():
@@ -307,10 +307,10 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ModelSelected]
                 for rid, scope in list(self.active.items()):
                     if not request_id or rid == request_id:
                         scope.cancel()
-            case ModelSelected():
+            case ContextSizeChosen():
                 ctx.start_soon(self._load, event, ctx)
 
-    async def _load(self, selected: ModelSelected, ctx: Context) -> None:
+    async def _load(self, selected: ContextSizeChosen, ctx: Context) -> None:
         options = runner_options(selected.num_ctx)
         try:
             await self.client.load(

@@ -17,7 +17,9 @@ from ..events import (
     CancelRequested,
     ChatMessage,
     ChatRequested,
+    ContextSizeChosen,
     FailureKind,
+    ModelLoaded,
     ReplyChunk,
     ReplyCompleted,
     ReplyFailed,
@@ -42,8 +44,8 @@ def echo_reply(request: ChatRequested) -> str:
     return f"Noted {len(words)} words: " + " ".join(words[:24]) + "."
 
 
-class ScriptedProviderActor(Actor[ChatRequested | CancelRequested]):
-    accepts = (ChatRequested, CancelRequested)
+class ScriptedProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeChosen]):
+    accepts = (ChatRequested, CancelRequested, ContextSizeChosen)
 
     def __init__(
         self,
@@ -53,7 +55,12 @@ class ScriptedProviderActor(Actor[ChatRequested | CancelRequested]):
         self.reply = reply
         self.failures: deque[tuple[FailureKind, str]] = deque(failures)
 
-    async def handle(self, event: ChatRequested | CancelRequested, ctx: Context) -> None:
+    async def handle(
+        self, event: ChatRequested | CancelRequested | ContextSizeChosen, ctx: Context
+    ) -> None:
+        if isinstance(event, ContextSizeChosen):
+            await ctx.publish(ModelLoaded(model=event.model, context_length=event.num_ctx))
+            return
         if not isinstance(event, ChatRequested):
             return
         rid = event.request_id

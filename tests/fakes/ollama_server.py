@@ -113,9 +113,12 @@ class Loaded:
     model: FakeModel
     options: dict[str, Any]
 
+    cap: int = 0
+
     @property
     def num_ctx(self) -> int:
-        return int(self.options.get("num_ctx") or DEFAULT_NUM_CTX)
+        asked = int(self.options.get("num_ctx") or DEFAULT_NUM_CTX)
+        return min(asked, self.cap) if self.cap else asked
 
 
 @dataclass
@@ -165,6 +168,9 @@ class OllamaTestServer:
     url: str = ""
     closing: anyio.Event = field(default_factory=anyio.Event)
     chats_started: int = 0
+    cap_num_ctx: int = 0
+    """Give every runner at most this context, whatever is asked (0: no cap), as a server
+    with a lower limit would; `/api/ps` shows the real value."""
 
     def fault(self, *faults: Fault) -> None:
         """The next chat requests (that carry messages) fail this way, one fault each."""
@@ -253,7 +259,7 @@ class OllamaTestServer:
         current = self.loaded.get(model.name)
         if current is None or current.options != runner:
             self.reloads.append((model.name, runner))
-            current = Loaded(model, runner)
+            current = Loaded(model, runner, self.cap_num_ctx)
             self.loaded[model.name] = current
         return current
 

@@ -81,7 +81,7 @@ def test_one_shot_takes_the_model_and_size_from_config_and_environment(server, t
 @pytest.mark.parametrize(
     ("fault", "code", "words"),
     [
-        ("oom", 0, "retrying once with num_ctx 6963"),
+        ("oom", 0, "num_ctx 6963"),
         ("error_midstream", 7, "stopped the reply with an error"),
         ("malformed", 7, "not a valid reply chunk"),
         ("reset", 7, "connection to Ollama"),
@@ -181,7 +181,8 @@ def test_a_recorded_live_session_replays_to_the_same_decisions(server):
     assert check.stdout.startswith("replay matches: ")
     timeline = ollm("replay", str(sessions()[-1])).stdout
     assert "reply.failed" in timeline
-    assert "context.size_changed" in timeline
+    assert "context.resize_requested" in timeline
+    assert "context.size_chosen" in timeline
 
 
 def test_ctrl_c_during_a_reply_cancels_it_promptly_and_keeps_the_message(server):

@@ -20,9 +20,11 @@ from ollm.events import (
     LowMemory,
     MemoryRecovered,
     MemorySampled,
+    ResizeRequested,
     SnapshotRequested,
     SoftLimitHit,
     UsageChanged,
+    UserNotified,
 )
 
 MB = 1024 * 1024
@@ -48,22 +50,26 @@ def test_each_threshold_fires_once_on_the_way_up_and_rearms_below():
     assert on_usage(policy, state, usage(2611)) == [
         SoftLimitHit(used_tokens=2611, limit_tokens=3482, threshold=0.75),
         CompressRequested(reason="auto"),
+        UserNotified(level="info", text="the context is 75% full (2611 of 3482 tokens)"),
     ]
     assert on_usage(policy, state, usage(2700)) == [], "no duplicate while still above"
     assert on_usage(policy, state, usage(1000)) == []
     assert [type(e) for e in on_usage(policy, state, usage(3400))] == [
         SoftLimitHit,
         CompressRequested,
+        UserNotified,
         SnapshotRequested,
         HardLimitHit,
         CriticalLimitHit,
+        SnapshotRequested,
+        UserNotified,
     ]
 
 
 def test_disabled_compression_and_snapshots_are_not_requested():
     policy = GuardPolicy(compression_enabled=False, auto_snapshot=False)
     out = on_usage(policy, GuardState(), usage(2800))
-    assert out == [SoftLimitHit(used_tokens=2800, limit_tokens=3482, threshold=0.75)]
+    assert [type(e) for e in out] == [SoftLimitHit, UserNotified]
 
 
 def test_low_memory_has_hysteresis():
@@ -74,14 +80,14 @@ def test_low_memory_has_hysteresis():
         return list(on_memory(policy, state, s))
 
     assert sample(600) == []
-    assert sample(400) == [
-        LowMemory(device="nvidia:0", free_bytes=400 * MB, threshold_bytes=512 * MB)
-    ]
+    low = sample(400)
+    assert low[0] == LowMemory(device="nvidia:0", free_bytes=400 * MB, threshold_bytes=512 * MB)
+    assert low[1] == ResizeRequested(reason="low memory on nvidia:0 (400 MiB free)")
     assert sample(300) == []
     assert sample(900) == [], "between the thresholds: still low, no flapping"
-    assert sample(1100) == [
-        MemoryRecovered(device="nvidia:0", free_bytes=1100 * MB, threshold_bytes=1024 * MB)
-    ]
+    assert sample(1100)[0] == MemoryRecovered(
+        device="nvidia:0", free_bytes=1100 * MB, threshold_bytes=1024 * MB
+    )
 
 
 @pytest.mark.anyio

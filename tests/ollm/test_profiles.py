@@ -25,7 +25,7 @@ def test_shipped_profiles_pass_ollama_context_size_through():
     assert (choice.size, choice.num_ctx, choice.warning) == (16384, 13926, "")
     assert choose_context(llama, 4096).num_ctx == 3482
     assert choose_context(llama, 8192).num_ctx == 6963
-    assert choice.smaller == (6963, 3482)
+    assert [o.num_ctx for o in choice.options] == [3482, 6963, 13926, 27853, 55706, 111411]
 
 
 def test_every_shipped_option_has_an_ollama_context_size():

@@ -8,7 +8,7 @@ import pytest
 from ollm.events import (
     CancelRequested,
     ContextReduced,
-    ContextSizeChanged,
+    ContextSizeChosen,
     MessageAdded,
     MessageUnanswered,
     ModelLoaded,
@@ -18,6 +18,7 @@ from ollm.events import (
     ReplyFailed,
     TruncationDetected,
     UsageChanged,
+    UserNotified,
     UserSubmitted,
 )
 from ollm.profiles import choose_context, load_profiles
@@ -148,22 +149,27 @@ async def test_out_of_memory_retries_once_with_a_smaller_context():
     async with open_ollama_server() as server, open_live(server, size=16384) as live:
         server.fault("oom")
         assert isinstance(await live.say(QUESTIONS[0]), MessageAdded)
-        changed = live.h.expect(ContextSizeChanged)
+        changed = live.h.events(ContextSizeChosen)[-1]
         assert changed.num_ctx == 6963
         assert server.chats()[-1]["options"]["num_ctx"] == 6963
         assert live.last_usage().limit_tokens == 6963
 
 
 async def test_an_old_server_that_truncates_silently_is_detected():
-    server = OllamaTestServer(version="0.12.0")
+    # An old server (no `truncate` field) that also gives less context than asked: it drops
+    # the oldest messages without a word; only its prompt_eval_count tells.
+    server = OllamaTestServer(version="0.12.0", cap_num_ctx=2048)
     async with open_ollama_server(server), open_live(server, size=4096) as live:
-        long = "tell me more about the history of this old city and its rivers " * 60
+        long = "tell me more about the history of this old city and its rivers " * 45
         for _ in range(4):
             await live.say(long)
         assert all("truncate" not in c for c in server.chats()), "an old server gets no truncate"
         detected = live.h.events(TruncationDetected)
         assert detected, "the silent truncation was noticed"
         assert detected[0].counted_tokens < detected[0].sent_tokens
+        notices = [n.text for n in live.h.events(UserNotified)]
+        assert any("Ollama truncated the conversation" in n for n in notices)
+        assert any("context of 2048 tokens, not the 3482 asked for" in n for n in notices)
 
 
 async def test_cancel_closes_the_stream_promptly_and_keeps_the_message():

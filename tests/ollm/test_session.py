@@ -35,7 +35,7 @@ async def opened(h, state=None, num_ctx=4096):
     await h.publish(
         SessionOpened(session_id="s", state=state or ConversationState(system_prompt="Hi."))
     )
-    await h.inject(ModelSelected(model="m", size=num_ctx, num_ctx=num_ctx, smaller=(2048,)))
+    await h.inject(ModelSelected(model="m", size=num_ctx, num_ctx=num_ctx))
 
 
 async def test_a_message_sent_while_a_reply_streams_waits_its_turn():

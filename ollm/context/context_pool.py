@@ -1,0 +1,231 @@
+"""The context pool: the `num_ctx` in force, chosen to fit the memory there is.
+
+Policy: with auto-size on and memory known, the largest profile option no larger than the
+user's pick whose weights + exact KV cache + compute buffers + buffer fit the headroom of the
+device that fills first (a model without a profile gets the exact largest size that fits).
+Otherwise the user's pick. Every change is one deliberate reload, done by the provider on
+`ContextSizeChosen` and verified against `/api/ps`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from actors import Actor, Context
+
+from ..events import (
+    ChatRequested,
+    ContextSizeChosen,
+    MemorySampled,
+    ModelLoaded,
+    ModelSelected,
+    ResizeDeclined,
+    ResizeRequested,
+    SessionOpened,
+    SizeOption,
+    UsageChanged,
+    UsageTrend,
+    UserNotified,
+)
+from ..memory import (
+    DEFAULT_COMPUTE_BYTES,
+    Footprint,
+    largest_fitting,
+    measured_compute,
+    needed_bytes,
+    ollama_kv_bytes,
+)
+from .memory_guard import threshold_tokens
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class PoolState:
+    selected: ModelSelected | None = None
+    chosen: ContextSizeChosen | None = None
+    devices: dict[str, MemorySampled] = field(default_factory=dict)
+    loaded: ModelLoaded | None = None
+    used: int = 0
+    sent_at: deque[int] = field(default_factory=lambda: deque(maxlen=6))
+
+
+def budget_bytes(state: PoolState) -> int | None:
+    """Memory a (re)load of the model can use: the headroom of the device that fills first,
+    plus what the loaded model holds now (a reload releases it), minus the user's buffer."""
+    if not state.devices or state.selected is None:
+        return None
+    gpus = [d for d in state.devices.values() if d.device != "host"]
+    pool = gpus or list(state.devices.values())
+    headroom = min(d.free_bytes for d in pool)
+    if state.loaded is not None and state.loaded.model == state.selected.model:
+        headroom += state.loaded.size_vram_bytes or state.loaded.size_bytes
+    return headroom - state.selected.vram_buffer_bytes
+
+
+def footprint(state: PoolState) -> Footprint:
+    selected, loaded = state.selected, state.loaded
+    assert selected is not None
+    compute = DEFAULT_COMPUTE_BYTES
+    measured = False
+    if (
+        loaded is not None
+        and selected.architecture is not None
+        and loaded.size_bytes
+        and loaded.context_length
+    ):
+        kv = ollama_kv_bytes(selected.architecture, loaded.context_length, selected.kv_cache_type)
+        found = measured_compute(loaded.size_bytes, selected.weights_bytes, kv)
+        if found is not None:
+            compute, measured = found, True
+    return Footprint(
+        weights_bytes=selected.weights_bytes, compute_bytes=compute, compute_measured=measured
+    )
+
+
+def choose(state: PoolState, *, below: int | None = None) -> tuple[SizeOption, str] | None:
+    """The option to use and why; None when asked to go below and nothing smaller exists."""
+    selected = state.selected
+    assert selected is not None
+    pick = SizeOption(size=selected.size, num_ctx=selected.num_ctx)
+    options = [o for o in selected.options if o.size <= selected.size] or [pick]
+    if below is not None:
+        options = [o for o in options if o.num_ctx < below]
+        if not options and below > 2048:
+            options = [SizeOption(size=below // 2, num_ctx=below // 2)]
+        if not options:
+            return None
+    budget = budget_bytes(state)
+    arch = selected.architecture
+    if not (selected.auto_size or below is not None) or budget is None or arch is None:
+        choice = options[-1] if below is not None else pick
+        return choice, "your choice" if below is None else "the next smaller size"
+    fp = footprint(state)
+    kv_type = selected.kv_cache_type
+    for option in reversed(options):
+        if needed_bytes(arch, option.num_ctx, fp, kv_type) <= budget:
+            return option, f"fits in {budget // MiB} MiB free"
+    if not selected.options:
+        exact = largest_fitting(arch, budget, fp, kv_type, high=options[-1].num_ctx)
+        if exact:
+            return SizeOption(size=exact, num_ctx=exact), f"fits in {budget // MiB} MiB free"
+    return options[
+        0
+    ], f"nothing fits in {budget // MiB} MiB free; the smallest size, with layers likely on the CPU"
+
+
+def trend(state: PoolState, compress_at: float) -> UsageTrend | None:
+    chosen = state.chosen
+    if chosen is None or chosen.num_ctx <= 0:
+        return None
+    steps = [b - a for a, b in zip(state.sent_at, list(state.sent_at)[1:], strict=False) if b > a]
+    per_turn = sum(steps) / len(steps) if steps else 0.0
+    room = threshold_tokens(compress_at, chosen.num_ctx) - state.used
+    turns_left = int(room // per_turn) if per_turn > 0 and room > 0 else (0 if room <= 0 else -1)
+    return UsageTrend(
+        percent=round(100 * state.used / chosen.num_ctx, 1),
+        tokens_per_turn=round(per_turn, 1),
+        turns_left=turns_left,
+    )
+
+
+Accepted = (
+    SessionOpened
+    | ModelSelected
+    | ResizeRequested
+    | MemorySampled
+    | ModelLoaded
+    | UsageChanged
+    | ChatRequested
+)
+
+
+class ContextPoolActor(Actor[Accepted]):
+    accepts = (
+        SessionOpened,
+        ModelSelected,
+        ResizeRequested,
+        MemorySampled,
+        ModelLoaded,
+        UsageChanged,
+        ChatRequested,
+    )
+
+    def __init__(self, compress_at: float = 0.75) -> None:
+        self.compress_at = compress_at
+        self.state = PoolState()
+
+    async def handle(self, event: Accepted, ctx: Context) -> None:
+        state = self.state
+        match event:
+            case SessionOpened():
+                self.state = PoolState(devices=state.devices)
+            case ModelSelected():
+                state.selected, state.loaded = event, None
+                await self._choose(ctx, None, "")
+            case ResizeRequested(reason=reason) if state.selected is not None:
+                if event.size:
+                    options = [o for o in state.selected.options if o.size <= event.size]
+                    option = (
+                        options[-1] if options else SizeOption(size=event.size, num_ctx=event.size)
+                    )
+                    await self._apply(ctx, option, reason)
+                else:
+                    current = state.chosen.num_ctx if state.chosen else state.selected.num_ctx
+                    await self._choose(ctx, current, reason)
+            case MemorySampled():
+                state.devices[event.device] = event
+            case ModelLoaded():
+                state.loaded = event
+                chosen = state.chosen
+                if (
+                    chosen
+                    and event.model == chosen.model
+                    and 0 < event.context_length < chosen.num_ctx
+                ):
+                    await ctx.publish(
+                        UserNotified(
+                            level="warning",
+                            text=f"Ollama gave {event.model} a context of "
+                            f"{event.context_length} tokens, not the {chosen.num_ctx} asked "
+                            "for (the model or the server caps it)",
+                        )
+                    )
+            case UsageChanged(used_tokens=used):
+                state.used = used
+            case ChatRequested(purpose="chat"):
+                state.sent_at.append(state.used)
+                found = trend(state, self.compress_at)
+                if found is not None:
+                    await ctx.publish(found)
+            case _:
+                pass
+
+    async def _choose(self, ctx: Context, below: int | None, reason: str) -> None:
+        found = choose(self.state, below=below)
+        if found is None:
+            await ctx.publish(
+                ResizeDeclined(reason=f"{reason}; there is no smaller context to fall back to")
+            )
+            return
+        option, why = found
+        await self._apply(ctx, option, f"{reason}: {why}" if reason else why)
+
+    async def _apply(self, ctx: Context, option: SizeOption, reason: str) -> None:
+        selected = self.state.selected
+        assert selected is not None
+        chosen = ContextSizeChosen(
+            model=selected.model, size=option.size, num_ctx=option.num_ctx, reason=reason
+        )
+        previous = self.state.chosen
+        self.state.chosen = chosen
+        await ctx.publish(chosen)
+        if option.num_ctx != selected.num_ctx or (previous and previous.num_ctx != option.num_ctx):
+            await ctx.publish(
+                UserNotified(
+                    level="info",
+                    text=f"context for {selected.model}: num_ctx {option.num_ctx} "
+                    f"(size {option.size}; you asked for {selected.size}) — {reason}",
+                )
+            )

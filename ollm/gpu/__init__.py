@@ -1,0 +1,1 @@
+"""Memory probes: one record per device, from the best source this machine offers."""
