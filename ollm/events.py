@@ -171,6 +171,15 @@ class ModelLoaded(Input, frozen=True, kw_only=True, tag="model.loaded"):
     size_vram_bytes: int = 0
 
 
+class ModelMemory(Input, frozen=True, kw_only=True, tag="model.memory"):
+    """What a loaded model holds now, as `/api/ps` reports it (polled by the VRAM monitor)."""
+
+    model: str
+    context_length: int
+    size_bytes: int
+    size_vram_bytes: int
+
+
 class ModelLoadFailed(Input, frozen=True, kw_only=True, tag="model.load_failed"):
     """Loading the selected model failed; `message` is one sentence for the user."""
 
@@ -407,6 +416,7 @@ DomainEvent = (
     | SessionOpened
     | ModelLoaded
     | ModelLoadFailed
+    | ModelMemory
     | ReplyChunk
     | ReplyCompleted
     | ReplyFailed

@@ -73,6 +73,7 @@ class ConsoleActor(Actor[Shown]):
         self.out, self.err, self.turns = out, err, turns
         self.open_line = False
         self.last_failure: FailureKind | None = None
+        self.sources_seen = 0
 
     def notice(self, text: str) -> None:
         if self.open_line:
@@ -112,7 +113,10 @@ class ConsoleActor(Actor[Shown]):
                 self.notice(f"warning: {warning}")
             case ModelLoadFailed(message=message):
                 self.notice(message)
-            case MemorySourceChanged(detail=detail):
-                self.notice(detail)
+            case MemorySourceChanged(source=source, detail=detail):
+                # The first source is not news, unless it means the local GPU is not used.
+                self.sources_seen += 1
+                if self.sources_seen > 1 or source == "ollama":
+                    self.notice(detail)
             case _:
                 pass

@@ -27,6 +27,7 @@ from actors import (
 
 from ..app import core_specs, make_header
 from ..config import Settings, config_dir, data_home
+from ..context.vram_monitor import VramMonitorActor
 from ..events import (
     AnyEvent,
     CancelRequested,
@@ -35,6 +36,7 @@ from ..events import (
     SessionOpened,
     UserSubmitted,
 )
+from ..gpu.chain import ProbeChain
 from ..profiles import ProfileError, Profiles, load_profiles
 from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
 from ..selection import SelectionError, select_model
@@ -147,6 +149,10 @@ async def open_live_session(
             ChildSpec(
                 name="provider",
                 factory=lambda: OllamaProviderActor(client, keep_alive=settings.ollama.keep_alive),
+            ),
+            ChildSpec(
+                name="vram_monitor",
+                factory=lambda: VramMonitorActor(ProbeChain(), host=host, ps=client.ps),
             ),
             ChildSpec(name="console", factory=lambda: ConsoleActor(out, err, turns)),
             *extra,

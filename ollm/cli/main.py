@@ -67,6 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     chat = commands.add_parser("chat", help="start the chat REPL (the default)")
     _chat_options(chat)
+    fit = commands.add_parser(
+        "fit",
+        help="how much context a model can have on this machine now",
+        description="Show a model's architecture, KV cache cost per token and per context "
+        "size, and the largest context that fits in free memory, with every figure's source.",
+    )
+    fit.add_argument("model", metavar="MODEL", help="an installed Ollama model")
+    fit.add_argument("--host", help="the Ollama server (default: OLLAMA_HOST)")
+    fit.add_argument("--config", type=Path, metavar="PATH", help="a config.yaml to use")
+    fit.add_argument(
+        "--kv-type", choices=("f16", "q8_0", "q4_0"), help="the KV cache type Ollama uses"
+    )
+    fit.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="Ollama's parallel slots (default 1)"
+    )
     replay = commands.add_parser(
         "replay",
         help="show a recorded session's timeline, or re-run its decisions with --check",
@@ -144,11 +159,32 @@ def _chat(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from .fit import run_fit
+
+    flags: dict[tuple[str, ...], Any] = {}
+    if args.host:
+        flags[("ollama", "host")] = args.host
+    if args.kv_type:
+        flags[("context", "kvQuantization")] = args.kv_type
+    try:
+        settings = load_settings(args.config, flags=flags)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if args.parallel < 1:
+        return _fail("--parallel must be at least 1", EXIT_USAGE)
+    return anyio.run(
+        run_fit, settings, args.model, args.parallel, sys.stdout, sys.stderr, backend="asyncio"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "replay":
             return _replay(args.log, args.check)
+        if args.command == "fit":
+            return _fit(args)
         return _chat(args)
     except BrokenPipeError:
         # The reader went away (`ollm replay LOG | head`): not an error worth a traceback.

@@ -19,6 +19,7 @@ from ..events import (
     ContextSizeChosen,
     MemorySampled,
     ModelLoaded,
+    ModelMemory,
     ModelSelected,
     ResizeDeclined,
     ResizeRequested,
@@ -136,6 +137,7 @@ Accepted = (
     | ResizeRequested
     | MemorySampled
     | ModelLoaded
+    | ModelMemory
     | UsageChanged
     | ChatRequested
 )
@@ -148,6 +150,7 @@ class ContextPoolActor(Actor[Accepted]):
         ResizeRequested,
         MemorySampled,
         ModelLoaded,
+        ModelMemory,
         UsageChanged,
         ChatRequested,
     )
@@ -160,7 +163,7 @@ class ContextPoolActor(Actor[Accepted]):
         state = self.state
         match event:
             case SessionOpened():
-                self.state = PoolState(devices=state.devices)
+                self.state = PoolState()  # a (re)opened session starts fresh, as a new process
             case ModelSelected():
                 state.selected, state.loaded = event, None
                 await self._choose(ctx, None, "")
@@ -176,6 +179,13 @@ class ContextPoolActor(Actor[Accepted]):
                     await self._choose(ctx, current, reason)
             case MemorySampled():
                 state.devices[event.device] = event
+            case ModelMemory():
+                state.loaded = ModelLoaded(
+                    model=event.model,
+                    context_length=event.context_length,
+                    size_bytes=event.size_bytes,
+                    size_vram_bytes=event.size_vram_bytes,
+                )
             case ModelLoaded():
                 state.loaded = event
                 chosen = state.chosen

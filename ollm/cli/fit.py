@@ -1,0 +1,109 @@
+"""`ollm fit MODEL`: the model's architecture, its KV cost, and the largest context that fits."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+import anyio
+
+from ..config import Settings
+from ..context.vram_monitor import is_local
+from ..fit import KV_TYPES, fit_report, human
+from ..gpu.chain import ProbeChain
+from ..gpu.records import headroom
+from ..memory import (
+    DEFAULT_COMPUTE_BYTES,
+    Architecture,
+    ArchitectureError,
+    Footprint,
+    measured_compute,
+    ollama_kv_bytes,
+)
+from ..providers.ollama import OllamaClient, ProviderError, make_http_client
+
+
+async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, err: TextIO) -> int:
+    host, timeout = settings.ollama.host, settings.ollama.timeout
+    async with make_http_client(host, timeout) as http:
+        client = OllamaClient(http, host, timeout)
+        try:
+            shown = await client.show(model)
+            sizes = {m.name: m.size for m in await client.tags()}
+            running = await client.ps()
+        except ProviderError as exc:
+            err.write(f"ollm: {exc.failure.message}\n")
+            return {"server_unreachable": 3, "model_not_found": 4}.get(exc.failure.kind, 1)
+    try:
+        arch = Architecture.from_model_info(shown.model_info)
+    except ArchitectureError as exc:
+        err.write(f"ollm: cannot size {model}: {exc}\n")
+        return 1
+    kv_type = settings.context.kv_quantization
+    weights = sizes.get(model, sizes.get(f"{model}:latest", 0))
+    loaded = next((m for m in running if model in (m.name, m.model)), None)
+    compute, compute_source = DEFAULT_COMPUTE_BYTES, "an allowance (no loaded model to measure)"
+    if loaded is not None and loaded.context_length and weights:
+        kv_now = ollama_kv_bytes(arch, loaded.context_length, kv_type, parallel)
+        found = measured_compute(loaded.size, weights, kv_now)
+        if found is not None:
+            compute, compute_source = found, "measured: /api/ps size − weights − KV"
+    footprint = Footprint(weights_bytes=weights, compute_bytes=compute)
+    budget: int | None = None
+    if is_local(host):
+        reading = await anyio.to_thread.run_sync(ProbeChain().read)
+        memory_line = reading.describe()
+        if reading.devices:
+            free = headroom(reading.devices)
+            held = (loaded.size_vram or loaded.size) if loaded else 0
+            budget = free + held - settings.context.vram_buffer * 1024 * 1024
+            for device in reading.devices:
+                memory_line += (
+                    f"\n  {device.device}: {device.name}, {human(device.total_bytes)} total, "
+                    f"{human(device.free_bytes)} free"
+                )
+            if held:
+                memory_line += f"\n  {model} is loaded and holds {human(held)}; a reload frees it"
+    else:
+        memory_line = (
+            f"Ollama runs at {host}, not on this machine: this machine's memory says nothing "
+            "about it, so no fit is computed (the KV figures below still hold)"
+        )
+    report = fit_report(arch, footprint, budget, kv_type, parallel)
+    swa = sum(arch.swa_layers)
+    kv_heads = sorted(set(arch.kv_heads))
+    lines = [
+        f"{model}: {arch.name}, {arch.layers} layers, {'/'.join(map(str, kv_heads))} KV heads "
+        f"× {arch.key_length}+{arch.value_length}, trained context {arch.context_length or '?'}"
+        + (f", {swa} sliding-window layers (window {arch.sliding_window})" if swa else "")
+        + "   [/api/show model_info]",
+        f"weights: {human(weights) if weights else 'unknown'}   [/api/tags size]",
+        f"compute buffers: {human(compute)}   [{compute_source}]",
+        f"kept free: {settings.context.vram_buffer} MiB   [config context.vramBuffer]",
+        f"memory: {memory_line}",
+        "KV cache per token (all layers): "
+        + ", ".join(f"{t} {human(report.per_token[t])}" for t in KV_TYPES)
+        + "   [computed from model_info]",
+        "",
+        f"{'num_ctx':>9} "
+        + "".join(f"{'KV ' + t:>11}" for t in KV_TYPES)
+        + f"{'total (' + kv_type + ')':>16}  fits",
+    ]
+    for row in report.rows:
+        fits = "?" if row.fits is None else ("yes" if row.fits else "no")
+        lines.append(
+            f"{row.num_ctx:>9} "
+            + "".join(f"{human(row.kv[t]):>11}" for t in KV_TYPES)
+            + f"{human(row.total):>16}  {fits}"
+        )
+    lines.append("")
+    if report.largest:
+        best = report.largest
+        lines.append(
+            f"largest context that fits now: {best[kv_type]} tokens with {kv_type} "
+            f"(your KV cache type); "
+            + ", ".join(f"{best[t]} with {t}" for t in KV_TYPES if t != kv_type)
+        )
+        if parallel > 1:
+            lines.append(f"(per slot, with {parallel} parallel slots)")
+    out.write("\n".join(lines) + "\n")
+    return 0

@@ -1,0 +1,72 @@
+"""`ollm fit MODEL`: how much context a model can have on this machine now (pure part)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .memory import (
+    Architecture,
+    Footprint,
+    kv_bytes_per_token,
+    largest_fitting,
+    needed_bytes,
+    ollama_kv_bytes,
+)
+
+KV_TYPES = ("f16", "q8_0", "q4_0")
+SIZES = (2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class FitRow:
+    num_ctx: int
+    kv: dict[str, int]
+    total: int
+    fits: bool | None
+
+
+@dataclass(frozen=True)
+class FitReport:
+    per_token: dict[str, int]
+    rows: tuple[FitRow, ...]
+    largest: dict[str, int]
+    """Largest num_ctx that fits per KV type (absent when memory is unknown)."""
+
+
+def fit_report(
+    arch: Architecture,
+    footprint: Footprint,
+    budget: int | None,
+    kv_type: str,
+    parallel: int = 1,
+) -> FitReport:
+    top = arch.context_length or SIZES[-1]
+    sizes = [s for s in SIZES if s <= top] or [top]
+    rows = []
+    for size in sizes:
+        kv = {t: ollama_kv_bytes(arch, size, t, parallel) for t in KV_TYPES}
+        total = needed_bytes(arch, size, footprint, kv_type, parallel)
+        rows.append(
+            FitRow(
+                num_ctx=size, kv=kv, total=total, fits=None if budget is None else total <= budget
+            )
+        )
+    largest = {}
+    if budget is not None:
+        for t in KV_TYPES:
+            largest[t] = largest_fitting(arch, budget, footprint, t, parallel=parallel, high=top)
+    return FitReport(
+        per_token={t: kv_bytes_per_token(arch, t) for t in KV_TYPES},
+        rows=tuple(rows),
+        largest=largest,
+    )
+
+
+def human(n_bytes: float) -> str:
+    if n_bytes >= GiB:
+        return f"{n_bytes / GiB:.1f} GiB"
+    if n_bytes >= MiB:
+        return f"{n_bytes / MiB:.0f} MiB"
+    return f"{n_bytes / 1024:.2f} KiB"
