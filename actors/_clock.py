@@ -72,6 +72,10 @@ class FakeClock:
             self.waking += 1
             wake.set()
 
+    def next_deadline(self) -> float | None:
+        """When the earliest sleeper is due, if any."""
+        return min((deadline for deadline, _ in self._sleepers), default=None)
+
     @property
     def sleepers(self) -> int:
         """How many tasks are waiting on this clock."""

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ._bus import Bus
+from ._bus import Bus, Tap
 from ._clock import Clock, SystemClock
 from ._envelope import Envelope
 from ._exceptions import NotQuietError, SupervisorGaveUpError
@@ -65,6 +65,7 @@ async def open_runtime(
     ids: IdSource | None = None,
     recorder: Recorder | None = None,
     last_seq: int = 0,
+    taps: Sequence[Tap] = (),
 ) -> AsyncIterator[Runtime]:
     """Start every actor (each subscribed before this returns) and stop them all on exit.
 
@@ -78,6 +79,8 @@ async def open_runtime(
     ids = ids or SeededIds(new_seed())
     bus = Bus(clock, last_seq=last_seq)
     remove_tap = bus.add_tap(recorder.tap) if recorder is not None else None
+    for tap in taps:
+        bus.add_tap(tap)
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"actor names must be unique: {names}")

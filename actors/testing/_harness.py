@@ -21,15 +21,17 @@ T = TypeVar("T")
 class Harness:
     """A running system under test. Everything published is kept in `published`."""
 
-    def __init__(self, runtime: Runtime, clock: FakeClock) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        clock: FakeClock,
+        published: list[Envelope[Any]],
+        arrived: list[anyio.Event],
+    ) -> None:
         self.runtime = runtime
         self.clock = clock
-        self.published: list[Envelope[Any]] = []
-        self._arrived = anyio.Event()
-
-    def _tap(self, envelope: Envelope[Any]) -> None:
-        self.published.append(envelope)
-        self._arrived.set()
+        self.published = published
+        self._arrived = arrived
 
     async def publish(self, event: object, *, source: str = "harness") -> Envelope[Any]:
         """Inject an event as if it came from outside."""
@@ -46,9 +48,17 @@ class Harness:
         return envelope
 
     async def advance(self, seconds: float) -> None:
-        """Move the fake clock forward, waking due sleepers, then settle."""
-        self.clock.advance(seconds)
-        await self.settle()
+        """Move the fake clock forward by `seconds`, stopping at every sleeper's deadline on
+        the way (and settling there), as real time would."""
+        target = self.clock.now() + seconds
+        while True:
+            due = self.clock.next_deadline()
+            if due is None or due > target:
+                self.clock.set(target)
+                await self.settle()
+                return
+            self.clock.set(due)
+            await self.settle()
 
     def events(self, kind: type[T]) -> list[T]:
         """Every published event of `kind`, in order."""
@@ -74,8 +84,8 @@ class Harness:
                 for event in self.events(kind):
                     if where is None or where(event):
                         return event
-                self._arrived = anyio.Event()
-                await self._arrived.wait()
+                self._arrived[0] = anyio.Event()
+                await self._arrived[0].wait()
 
 
 @asynccontextmanager
@@ -87,9 +97,15 @@ async def open_harness(
 ) -> AsyncIterator[Harness]:
     """Start `specs` on a fake clock (time 0 unless given) with sequential ids."""
     clock = clock or FakeClock()
+    published: list[Envelope[Any]] = []
+    arrived = [anyio.Event()]
+
+    def tap(envelope: Envelope[Any]) -> None:
+        published.append(envelope)
+        arrived[0].set()
+
+    # The tap is on before any actor starts, so what actors publish in on_start is seen too.
     async with open_runtime(
-        specs, clock=clock, ids=ids or SequentialIds(), recorder=recorder
+        specs, clock=clock, ids=ids or SequentialIds(), recorder=recorder, taps=(tap,)
     ) as runtime:
-        harness = Harness(runtime, clock)
-        runtime.bus.add_tap(harness._tap)
-        yield harness
+        yield Harness(runtime, clock, published, arrived)

@@ -26,8 +26,7 @@ from ..events import (
     ReplyCompleted,
     ReplyFailed,
 )
-from ..gpu.chain import ProbeChain
-from ..gpu.records import MiB, Reading
+from ..gpu.records import MemorySource, MiB, Reading
 from ..providers.ollama import ProviderError, PsModel
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
@@ -62,7 +61,7 @@ class VramMonitorActor(Actor[Watched]):
 
     def __init__(
         self,
-        chain: ProbeChain,
+        chain: MemorySource,
         *,
         host: str,
         ps: Callable[[], Awaitable[list[PsModel]]] | None = None,
@@ -87,16 +86,16 @@ class VramMonitorActor(Actor[Watched]):
             self.generating.discard(event.request_id)
 
     async def _poll(self, ctx: Context) -> None:
+        # Tick at the busy interval; sample on every tick while a reply is generating, else
+        # once the idle interval has passed (so a reply starting mid-wait is sampled soon).
+        await self.sample(ctx)
         waited = 0.0
         while True:
-            await self.sample(ctx)
-            waited = 0.0
-            # Sleep in busy-interval steps so that a reply starting mid-wait is sampled soon.
-            while waited < self.policy.idle_interval and not self.generating:
-                await ctx.sleep(self.policy.busy_interval)
-                waited += self.policy.busy_interval
-            if self.generating:
-                await ctx.sleep(self.policy.busy_interval)
+            await ctx.sleep(self.policy.busy_interval)
+            waited += self.policy.busy_interval
+            if self.generating or waited >= self.policy.idle_interval:
+                await self.sample(ctx)
+                waited = 0.0
 
     async def sample(self, ctx: Context) -> None:
         if is_local(self.host):

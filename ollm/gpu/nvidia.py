@@ -128,12 +128,15 @@ class NvidiaSmiProbe:
 
     name = "nvidia-smi"
 
-    def __init__(self, run: Run = run_command, executable: str = "nvidia-smi") -> None:
+    def __init__(
+        self, run: Run = run_command, executable: str = "nvidia-smi", timeout: float = 5.0
+    ) -> None:
         self._run = run
         self._exe = executable
+        self._timeout = timeout
 
     def read(self) -> list[DeviceMemory]:
-        result = self._run([self._exe, QUERY, "--format=csv,noheader,nounits"], 5.0)
+        result = self._run([self._exe, QUERY, "--format=csv,noheader,nounits"], self._timeout)
         return parse_nvidia_smi(result.stdout)
 
 

@@ -96,6 +96,14 @@ class Reading:
         return text
 
 
+class MemorySource(Protocol):
+    """Anything that samples every device at once (a `ProbeChain`, or a fake in tests)."""
+
+    def read(self) -> Reading:
+        """Blocking: call from a worker thread."""
+        ...
+
+
 def headroom(devices: Sequence[DeviceMemory]) -> int:
     """Free memory of the device that fills first (GPUs split a model's layers, so its KV
     cache grows on every one of them)."""
