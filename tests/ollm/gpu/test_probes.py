@@ -62,14 +62,14 @@ def fake_nvml(gpus, *, v2=True, init_error=None, processes=None):
     )
 
 
-H100 = {
+H100: dict[str, Any] = {
     "name": "NVIDIA H100 80GB HBM3",
     "total": 85_520_809_984,
     "reserved": 553_648_128,
     "free": 84_420_018_176,
     "used": 547_143_680,
 }
-RTX = {
+RTX: dict[str, Any] = {
     "name": "NVIDIA GeForce RTX 4090",
     "total": 25_757_220_864,
     "reserved": 333_447_168,
