@@ -32,6 +32,7 @@ type:
 bench:
     {{py}} scripts/bench_bus.py
     {{py}} scripts/bench_accounting.py
+    {{py}} scripts/bench_memory.py
 
 # start the chat REPL
 chat *ARGS:

@@ -215,3 +215,19 @@ def test_ctrl_c_during_a_reply_cancels_it_promptly_and_keeps_the_message(server)
     assert "reply cancelled; your message is kept" in err
     assert "Traceback" not in err
     assert user_messages(sessions()[-1]) == ["tell me a long story"]
+
+
+def test_fit_shows_the_architecture_kv_costs_and_the_largest_context_with_sources(server):
+    result = ollm("fit", "llama3.1:8b", "--host", server.url, "--kv-type", "q8_0")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "llama, 32 layers, 8 KV heads × 128+128, trained context 131072" in out
+    assert "[/api/show model_info]" in out and "[/api/tags size]" in out
+    assert "f16 128.00 KiB, q8_0 68.00 KiB, q4_0 36.00 KiB" in out
+    assert "memory from host" in out
+    assert "largest context that fits now:" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("4096 ")]
+    assert rows[0][1:4] == ["512", "MiB", "272"]
+    missing = ollm("fit", "nope", "--host", server.url)
+    assert missing.returncode == 4
+    assert "ollama pull nope" in missing.stderr
