@@ -55,6 +55,10 @@ class GuardSettings(_Section, frozen=True, kw_only=True):
     """Free memory below this on any device is `LowMemory`."""
     recover_memory_mb: int = 1024
     """…and above this again is `MemoryRecovered` (the gap keeps the events from flapping)."""
+    poll_busy_seconds: float = 5.0
+    """How often memory is sampled while a reply is generating."""
+    poll_idle_seconds: float = 30.0
+    """…and when idle."""
 
 
 class ContextSettings(_Section, frozen=True, kw_only=True):
@@ -318,6 +322,12 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
             ctx.guard.recover_memory_mb,
             f"it must be at least lowMemoryMb ({ctx.guard.low_memory_mb})",
         )
+    for key, seconds in (
+        (("context", "guard", "pollBusySeconds"), ctx.guard.poll_busy_seconds),
+        (("context", "guard", "pollIdleSeconds"), ctx.guard.poll_idle_seconds),
+    ):
+        if not (math.isfinite(seconds) and 0.5 <= seconds <= 3600):
+            raise fail(key, seconds, "it must be a number of seconds from 0.5 to 3600")
     timeout = settings.ollama.timeout
     if not (math.isfinite(timeout) and timeout > 0):
         raise fail(("ollama", "timeout"), timeout, "it must be a number of seconds above 0")

@@ -10,7 +10,8 @@ from ..config import Settings
 from ..context.vram_monitor import is_local
 from ..fit import KV_TYPES, fit_report, human
 from ..gpu.chain import ProbeChain
-from ..gpu.records import headroom
+from ..gpu.nvidia import NvmlProbe, ollama_runner_bytes
+from ..gpu.records import ProbeUnavailable, headroom
 from ..memory import (
     DEFAULT_COMPUTE_BYTES,
     Architecture,
@@ -20,6 +21,13 @@ from ..memory import (
     ollama_kv_bytes,
 )
 from ..providers.ollama import OllamaClient, ProviderError, make_http_client
+
+
+def _runner_bytes() -> int:
+    try:
+        return ollama_runner_bytes(NvmlProbe().processes())
+    except ProbeUnavailable:
+        return 0
 
 
 async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, err: TextIO) -> int:
@@ -63,6 +71,13 @@ async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, er
                 )
             if held:
                 memory_line += f"\n  {model} is loaded and holds {human(held)}; a reload frees it"
+            if reading.source == "nvml":
+                runner = await anyio.to_thread.run_sync(_runner_bytes)
+                if runner:
+                    memory_line += (
+                        f"\n  Ollama's runner processes hold {human(runner)} of GPU memory "
+                        "[NVML per-process]"
+                    )
     else:
         memory_line = (
             f"Ollama runs at {host}, not on this machine: this machine's memory says nothing "

@@ -27,7 +27,7 @@ from actors import (
 
 from ..app import core_specs, make_header
 from ..config import Settings, config_dir, data_home
-from ..context.vram_monitor import VramMonitorActor
+from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..events import (
     AnyEvent,
     CancelRequested,
@@ -152,7 +152,15 @@ async def open_live_session(
             ),
             ChildSpec(
                 name="vram_monitor",
-                factory=lambda: VramMonitorActor(ProbeChain(), host=host, ps=client.ps),
+                factory=lambda: VramMonitorActor(
+                    ProbeChain(),
+                    host=host,
+                    ps=client.ps,
+                    policy=MonitorPolicy(
+                        busy_interval=settings.context.guard.poll_busy_seconds,
+                        idle_interval=settings.context.guard.poll_idle_seconds,
+                    ),
+                ),
             ),
             ChildSpec(name="console", factory=lambda: ConsoleActor(out, err, turns)),
             *extra,

@@ -8,6 +8,8 @@ import warnings
 from types import ModuleType
 from typing import Any
 
+import psutil
+
 from .records import DeviceMemory, MiB, ProbeUnavailable, Run, run_command
 
 
@@ -104,6 +106,29 @@ class NvmlProbe:
                     if isinstance(amount, int):
                         used[entry.pid] = max(used.get(entry.pid, 0), amount)
         return used
+
+
+def is_ollama_runner(name: str, cmdline: list[str]) -> bool:
+    """The process that holds a model, by Ollama era: `ollama_llama_server` (≤ 0.5.1),
+    `ollama runner` (0.5.2–0.29), `llama-server` (≥ 0.30)."""
+    base = name.rsplit("/", 1)[-1]
+    if base in ("ollama_llama_server", "llama-server"):
+        return True
+    return base == "ollama" and "runner" in cmdline[1:2]
+
+
+def ollama_runner_bytes(per_process: dict[int, int]) -> int:
+    """GPU memory held by Ollama's runner processes (host PIDs; unknown ones are skipped)."""
+    total = 0
+    for pid, used in per_process.items():
+        try:
+            process = psutil.Process(pid)
+            name, cmdline = process.name(), process.cmdline()
+        except (psutil.Error, OSError):
+            continue  # gone since NVML listed it, or not ours to read
+        if is_ollama_runner(name, cmdline):
+            total += used
+    return total
 
 
 def _text(value: Any) -> str:

@@ -375,3 +375,14 @@ def test_a_failing_probe_falls_back_to_the_next_and_says_which_and_why():
     assert second.source == "host"
     assert ("nvidia-smi", "nvidia-smi failed: driver gone") in second.skipped
     assert "memory from host" in second.describe()
+
+
+def test_the_ollama_runner_is_recognised_in_every_era():
+    from ollm.gpu.nvidia import is_ollama_runner, ollama_runner_bytes
+
+    assert is_ollama_runner("ollama_llama_server", ["ollama_llama_server", "--model", "x"])
+    assert is_ollama_runner("llama-server", ["llama-server", "-m", "x"])
+    assert is_ollama_runner("ollama", ["/usr/bin/ollama", "runner", "--model", "x"])
+    assert not is_ollama_runner("ollama", ["/usr/bin/ollama", "serve"])
+    assert not is_ollama_runner("python3", ["python3"])
+    assert ollama_runner_bytes({os.getpid(): 123, 999_999_999: 456}) == 0
