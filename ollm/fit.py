@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .memory import (
     Architecture,
     Footprint,
+    check_cache_types,
     kv_bytes_per_token,
     largest_fitting,
     needed_bytes,
@@ -44,9 +45,11 @@ def fit_report(
 ) -> FitReport:
     top = arch.context_length or SIZES[-1]
     sizes = [s for s in SIZES if s <= top] or [top]
+    types = tuple(t for t in KV_TYPES if _usable(arch, t))
+    kv_type = kv_type if kv_type in types else "f16"
     rows = []
     for size in sizes:
-        kv = {t: ollama_kv_bytes(arch, size, t, parallel) for t in KV_TYPES}
+        kv = {t: ollama_kv_bytes(arch, size, t, parallel) for t in types}
         total = needed_bytes(arch, size, footprint, kv_type, parallel)
         rows.append(
             FitRow(
@@ -55,13 +58,21 @@ def fit_report(
         )
     largest = {}
     if budget is not None:
-        for t in KV_TYPES:
+        for t in types:
             largest[t] = largest_fitting(arch, budget, footprint, t, parallel=parallel, high=top)
     return FitReport(
-        per_token={t: kv_bytes_per_token(arch, t) for t in KV_TYPES},
+        per_token={t: kv_bytes_per_token(arch, t) for t in types},
         rows=tuple(rows),
         largest=largest,
     )
+
+
+def _usable(arch: Architecture, kind: str) -> bool:
+    try:
+        check_cache_types(arch, kind, kind)
+    except ValueError:
+        return False
+    return True
 
 
 def human(n_bytes: float) -> str:

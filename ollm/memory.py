@@ -186,6 +186,7 @@ def kv_cache_bytes(
     if n_ctx < 1 or n_seq < 1:
         raise ValueError("n_ctx and n_seq must be positive")
     cache_type_v = cache_type_v or cache_type_k
+    check_cache_types(arch, cache_type_k, cache_type_v)
     total = pad(n_ctx, CELL_PADDING)
     if unified or n_seq == 1:
         per_stream, streams = total, 1
@@ -206,6 +207,23 @@ def kv_cache_bytes(
             + row_bytes(cache_type_v, arch.value_length * heads)
         )
     return size * streams
+
+
+def check_cache_types(arch: Architecture, cache_type_k: str, cache_type_v: str) -> None:
+    """llama.cpp refuses a quantized cache whose block does not divide one head's size.
+
+    Raises:
+        ValueError: the type is unknown, or its blocks do not divide the head size.
+    """
+    for kind, head in ((cache_type_k, arch.key_length), (cache_type_v, arch.value_length)):
+        per_block = _BLOCKS[kind][0] if kind in _BLOCKS else 0
+        if not per_block:
+            row_bytes(kind, 0)  # raises the unknown-type error
+        if head % per_block:
+            raise ValueError(
+                f"a {kind} cache needs head sizes that are multiples of {per_block} values, "
+                f"this model's heads have {head}"
+            )
 
 
 def kv_bytes_per_token(arch: Architecture, cache_type: str = "f16") -> int:

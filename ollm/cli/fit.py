@@ -8,7 +8,7 @@ import anyio
 
 from ..config import Settings
 from ..context.vram_monitor import is_local
-from ..fit import KV_TYPES, fit_report, human
+from ..fit import fit_report, human
 from ..gpu.chain import ProbeChain
 from ..gpu.nvidia import NvmlProbe, ollama_runner_bytes
 from ..gpu.records import ProbeUnavailable, headroom
@@ -96,27 +96,28 @@ async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, er
         f"kept free: {settings.context.vram_buffer} MiB   [config context.vramBuffer]",
         f"memory: {memory_line}",
         "KV cache per token (all layers): "
-        + ", ".join(f"{t} {human(report.per_token[t])}" for t in KV_TYPES)
+        + ", ".join(f"{t} {human(b)}" for t, b in report.per_token.items())
         + "   [computed from model_info]",
         "",
         f"{'num_ctx':>9} "
-        + "".join(f"{'KV ' + t:>11}" for t in KV_TYPES)
+        + "".join(f"{'KV ' + t:>11}" for t in report.per_token)
         + f"{'total (' + kv_type + ')':>16}  fits",
     ]
     for row in report.rows:
         fits = "?" if row.fits is None else ("yes" if row.fits else "no")
         lines.append(
             f"{row.num_ctx:>9} "
-            + "".join(f"{human(row.kv[t]):>11}" for t in KV_TYPES)
+            + "".join(f"{human(row.kv[t]):>11}" for t in report.per_token)
             + f"{human(row.total):>16}  {fits}"
         )
     lines.append("")
     if report.largest:
         best = report.largest
         lines.append(
-            f"largest context that fits now: {best[kv_type]} tokens with {kv_type} "
+            f"largest context that fits now: {best.get(kv_type, best.get('f16'))} tokens with "
+            f"{kv_type if kv_type in best else 'f16'} "
             f"(your KV cache type); "
-            + ", ".join(f"{best[t]} with {t}" for t in KV_TYPES if t != kv_type)
+            + ", ".join(f"{best[t]} with {t}" for t in best if t != kv_type)
         )
         if parallel > 1:
             lines.append(f"(per slot, with {parallel} parallel slots)")

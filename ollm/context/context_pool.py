@@ -31,7 +31,9 @@ from ..events import (
 )
 from ..memory import (
     DEFAULT_COMPUTE_BYTES,
+    Architecture,
     Footprint,
+    check_cache_types,
     largest_fitting,
     measured_compute,
     needed_bytes,
@@ -76,7 +78,8 @@ def footprint(state: PoolState) -> Footprint:
         and loaded.size_bytes
         and loaded.context_length
     ):
-        kv = ollama_kv_bytes(selected.architecture, loaded.context_length, selected.kv_cache_type)
+        kind = usable_cache_type(selected.architecture, selected.kv_cache_type)
+        kv = ollama_kv_bytes(selected.architecture, loaded.context_length, kind)
         found = measured_compute(loaded.size_bytes, selected.weights_bytes, kv)
         if found is not None:
             compute, measured = found, True
@@ -103,7 +106,7 @@ def choose(state: PoolState, *, below: int | None = None) -> tuple[SizeOption, s
         choice = options[-1] if below is not None else pick
         return choice, "your choice" if below is None else "the next smaller size"
     fp = footprint(state)
-    kv_type = selected.kv_cache_type
+    kv_type = usable_cache_type(arch, selected.kv_cache_type)
     for option in reversed(options):
         if needed_bytes(arch, option.num_ctx, fp, kv_type) <= budget:
             return option, f"fits in {budget // MiB} MiB free"
@@ -114,6 +117,15 @@ def choose(state: PoolState, *, below: int | None = None) -> tuple[SizeOption, s
     return options[
         0
     ], f"nothing fits in {budget // MiB} MiB free; the smallest size, with layers likely on the CPU"
+
+
+def usable_cache_type(arch: Architecture, kind: str) -> str:
+    """The configured KV type, or f16 where llama.cpp would refuse it for this model."""
+    try:
+        check_cache_types(arch, kind, kind)
+    except ValueError:
+        return "f16"
+    return kind
 
 
 def trend(state: PoolState, compress_at: float) -> UsageTrend | None:

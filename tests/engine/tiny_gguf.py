@@ -1,0 +1,147 @@
+"""Small real GGUF models written at test time with `gguf` (llama.cpp's own writer).
+
+Seeded random weights, a byte-level BPE vocabulary with a few merges, BOS/EOS set
+explicitly, and a ChatML chat template. Each file is a few hundred KB and takes milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+MERGES = ["Ġ t", "t h", "h e", "i n", "e r", "Ġ a", "Ġt he", "o n", "Ġ s", "e n"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    n_embd: int
+    n_head: int
+    n_kv: int
+    head_dim: int
+    n_layer: int
+    n_ff: int = 128
+    context: int = 4096
+
+    @property
+    def quantizable(self) -> bool:
+        """llama.cpp refuses a quantized cache unless the head size is a multiple of 32."""
+        return self.head_dim % 32 == 0
+
+
+SHAPES = (
+    Shape("gqa-hd32-2l", n_embd=64, n_head=4, n_kv=2, head_dim=32, n_layer=2),
+    Shape("gqa-hd32-3l", n_embd=128, n_head=4, n_kv=2, head_dim=32, n_layer=3, n_ff=256),
+    Shape("gqa-hd64-2l", n_embd=128, n_head=2, n_kv=1, head_dim=64, n_layer=2),
+    Shape("mha-hd16-4l", n_embd=64, n_head=4, n_kv=4, head_dim=16, n_layer=4),
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
+
+
+def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    table = _bytes_to_unicode()
+    tokens = [table[b] for b in range(256)] + [m.replace(" ", "") for m in MERGES]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokens += specials
+    normal = len(tokens) - len(specials)
+    types = [gguf.TokenType.NORMAL] * normal + [gguf.TokenType.CONTROL] * len(specials)
+    n_vocab = len(tokens)
+    bos, eos = normal, normal + 2
+
+    def weights(*dims: int) -> Any:
+        return (rng.standard_normal(dims) * 0.02).astype(np.float32)
+
+    ones = np.ones(shape.n_embd, dtype=np.float32)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(shape.context)
+    w.add_embedding_length(shape.n_embd)
+    w.add_block_count(shape.n_layer)
+    w.add_feed_forward_length(shape.n_ff)
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_kv)
+    w.add_key_length(shape.head_dim)
+    w.add_value_length(shape.head_dim)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(MERGES)
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
+    q, kv = shape.n_head * shape.head_dim, shape.n_kv * shape.head_dim
+    w.add_tensor("token_embd.weight", weights(n_vocab, shape.n_embd))
+    w.add_tensor("output_norm.weight", ones)
+    w.add_tensor("output.weight", weights(n_vocab, shape.n_embd))
+    for i in range(shape.n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", ones)
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
+        w.add_tensor(f"blk.{i}.attn_q.weight", weights(q, shape.n_embd))
+        w.add_tensor(f"blk.{i}.attn_k.weight", weights(kv, shape.n_embd))
+        w.add_tensor(f"blk.{i}.attn_v.weight", weights(kv, shape.n_embd))
+        w.add_tensor(f"blk.{i}.attn_output.weight", weights(shape.n_embd, q))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", weights(shape.n_ff, shape.n_embd))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", weights(shape.n_ff, shape.n_embd))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", weights(shape.n_embd, shape.n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def model_info(path: Path) -> dict[str, Any]:
+    """The GGUF's key/value map as Ollama's `/api/show` presents `model_info`: without
+    `general.name` and `tokenizer.chat_template`, arrays longer than 5 elements as `[]`."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    info: dict[str, Any] = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.name", "tokenizer.chat_template"):
+            continue
+        kind = field.types[0] if field.types else None
+        if kind == gguf.GGUFValueType.ARRAY:
+            values = [_scalar(field, i) for i in field.data]
+            info[name] = values if len(values) <= 5 else []
+        else:
+            info[name] = _scalar(field, field.data[0])
+    return info
+
+
+def _scalar(field: Any, index: int) -> Any:
+    import gguf
+
+    part = field.parts[index]
+    kind = field.types[-1]
+    if kind == gguf.GGUFValueType.STRING:
+        return bytes(part).decode("utf-8", "replace")
+    value = part.tolist()
+    value = value[0] if isinstance(value, list) and len(value) == 1 else value
+    return bool(value) if kind == gguf.GGUFValueType.BOOL else value
