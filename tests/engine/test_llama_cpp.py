@@ -189,3 +189,8 @@ def test_after_one_reply_the_next_estimate_is_within_3_percent_of_llama_cpp(load
     truth = true_prompt_tokens(model, [*conversation, TURNS[1], TURNS[2]])
     error = abs(acc.used() - truth) / truth
     assert error <= 0.03, (acc.used(), truth, error)
+
+
+def test_the_models_are_small(models):
+    for _shape, path in models.values():
+        assert path.stat().st_size < 1_500_000

@@ -1,6 +1,6 @@
 """Small real GGUF models written at test time with `gguf` (llama.cpp's own writer).
 
-Seeded random weights, a byte-level BPE vocabulary with a few merges, BOS/EOS set
+Seeded random weights (F16), a byte-level BPE vocabulary with a few merges, BOS/EOS set
 explicitly, and a ChatML chat template. Each file is a few hundred KB and takes milliseconds.
 """
 
@@ -73,7 +73,8 @@ def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
     bos, eos = normal, normal + 2
 
     def weights(*dims: int) -> Any:
-        return (rng.standard_normal(dims) * 0.02).astype(np.float32)
+        # F16 weights keep every file well under 2 MB; norms stay F32.
+        return (rng.standard_normal(dims) * 0.02).astype(np.float16)
 
     ones = np.ones(shape.n_embd, dtype=np.float32)
     w = gguf.GGUFWriter(str(path), "llama")
