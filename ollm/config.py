@@ -46,6 +46,8 @@ class SnapshotSettings(_Section, frozen=True, kw_only=True):
     max_count: int = 5
     auto_create: bool = True
     auto_threshold: float = 0.80
+    max_age_days: float = 0
+    """Also delete snapshots older than this (0: keep them whatever their age)."""
 
 
 class GuardSettings(_Section, frozen=True, kw_only=True):

@@ -20,6 +20,7 @@ from .events import (
     MessageAdded,
     MessageUnanswered,
     SessionOpened,
+    SnapshotRestored,
 )
 
 SYSTEM_ID = "system"
@@ -108,6 +109,13 @@ class Conversation:
                             unanswered=True,
                         )
                         break
+            case SnapshotRestored(state=state):
+                # Ids keep counting up: a restored conversation never reuses one.
+                counters = self.next_message, self.next_request
+                restored = Conversation.from_state(state)
+                self.__dict__.update(restored.__dict__)
+                self.next_message = max(counters[0], self.next_message)
+                self.next_request = max(counters[1], self.next_request)
             case ContextCleared():
                 self.messages.clear()
             case ContextReduced(removed_ids=removed):

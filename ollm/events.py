@@ -229,6 +229,57 @@ class ReplyCancelled(Input, frozen=True, kw_only=True, tag="reply.cancelled"):
     partial: str = ""
 
 
+class SnapshotCreated(Input, frozen=True, kw_only=True, tag="snapshot.created"):
+    """A snapshot of the conversation was saved (written, synced, indexed)."""
+
+    snapshot_id: str
+    reason: SnapshotReason
+    tokens: int = 0
+    messages: int = 0
+    ref: str = ""
+    pruned: tuple[str, ...] = ()
+    """Older snapshots deleted by the rolling cleanup."""
+
+
+class SnapshotFailed(Input, frozen=True, kw_only=True, tag="snapshot.failed"):
+    """A snapshot could not be saved; earlier ones are intact."""
+
+    reason: SnapshotReason
+    message: str
+    ref: str = ""
+
+
+class RestoreRequested(Input, frozen=True, kw_only=True, tag="snapshot.restore_requested"):
+    """The user asks to restore a snapshot (an id or an unambiguous prefix)."""
+
+    snapshot_id: str
+
+
+class SnapshotRestored(Input, frozen=True, kw_only=True, tag="snapshot.restored"):
+    """A snapshot was read, verified and handed back: the conversation becomes `state`."""
+
+    snapshot_id: str
+    state: ConversationState
+
+
+class RestoreFailed(Input, frozen=True, kw_only=True, tag="snapshot.restore_failed"):
+    """A restore was refused or failed; nothing changed."""
+
+    snapshot_id: str
+    message: str
+
+
+class DeleteRequested(Input, frozen=True, kw_only=True, tag="snapshot.delete_requested"):
+    """The user asks to delete a snapshot."""
+
+    snapshot_id: str
+
+
+class SnapshotsDeleted(Input, frozen=True, kw_only=True, tag="snapshot.deleted"):
+    snapshot_ids: tuple[str, ...]
+    reason: str
+
+
 class MemorySourceChanged(Input, frozen=True, kw_only=True, tag="memory.source_changed"):
     """Where memory figures now come from (a probe failed, or the server is remote)."""
 
@@ -343,14 +394,6 @@ class ContextCleared(Event, frozen=True, kw_only=True, tag="context.cleared"):
     snapshot_id: str = ""
 
 
-class SnapshotCreated(Event, frozen=True, kw_only=True, tag="snapshot.created"):
-    """A snapshot of the conversation was saved."""
-
-    snapshot_id: str
-    reason: SnapshotReason
-    tokens: int = 0
-
-
 class UserNotified(Event, frozen=True, kw_only=True, tag="user.notified"):
     """An intervention the user must hear about, in one plain sentence."""
 
@@ -380,9 +423,11 @@ class CompressRequested(Event, frozen=True, kw_only=True, tag="compress.requeste
 
 
 class SnapshotRequested(Event, frozen=True, kw_only=True, tag="snapshot.requested"):
-    """Someone asks for a snapshot of the conversation."""
+    """Someone asks for a snapshot of the conversation as it is now."""
 
     reason: SnapshotReason
+    ref: str = ""
+    """Echoed in `SnapshotCreated`, so the asker knows its snapshot exists."""
 
 
 class HardLimitHit(_LimitReached, frozen=True, kw_only=True, tag="limit.hard_hit"):
@@ -432,6 +477,12 @@ DomainEvent = (
     | UsageTrend
     | ContextCleared
     | SnapshotCreated
+    | SnapshotFailed
+    | RestoreRequested
+    | SnapshotRestored
+    | RestoreFailed
+    | DeleteRequested
+    | SnapshotsDeleted
     | UserNotified
     | MemorySourceChanged
     | UsageChanged

@@ -27,6 +27,7 @@ from actors import (
 
 from ..app import core_specs, make_header
 from ..config import Settings, config_dir, data_home
+from ..context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..events import (
     AnyEvent,
@@ -41,6 +42,7 @@ from ..profiles import ProfileError, Profiles, load_profiles
 from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
 from ..selection import SelectionError, select_model
 from ..sessions import SessionError, find_session, new_session_id, private_dir, restore, session_log
+from ..storage.store import SnapshotStore
 from .console import ConsoleActor, Turns
 
 EXIT_CODES: dict[FailureKind | None, int] = {
@@ -160,6 +162,17 @@ async def open_live_session(
                         busy_interval=settings.context.guard.poll_busy_seconds,
                         idle_interval=settings.context.guard.poll_idle_seconds,
                     ),
+                ),
+            ),
+            ChildSpec(
+                name="snapshot_manager",
+                factory=lambda: SnapshotManagerActor(
+                    SnapshotStore(path.parent / "snapshots"),
+                    RetentionPolicy(
+                        keep=settings.context.snapshots.max_count,
+                        max_age_days=settings.context.snapshots.max_age_days,
+                    ),
+                    enabled=settings.context.snapshots.enabled,
                 ),
             ),
             ChildSpec(name="console", factory=lambda: ConsoleActor(out, err, turns)),

@@ -35,6 +35,8 @@ from ..events import (
     ResizeRequested,
     SessionOpened,
     SnapshotCreated,
+    SnapshotRequested,
+    SnapshotRestored,
     UsageChanged,
     UserNotified,
     UserSubmitted,
@@ -85,6 +87,7 @@ Accepted = (
     | ReplyFailed
     | ReplyCancelled
     | SnapshotCreated
+    | SnapshotRestored
 )
 
 
@@ -102,6 +105,7 @@ class SessionActor(Actor[Accepted]):
         ReplyFailed,
         ReplyCancelled,
         SnapshotCreated,
+        SnapshotRestored,
     )
 
     def __init__(
@@ -179,6 +183,8 @@ class SessionActor(Actor[Accepted]):
                 await self._unanswered(ctx, "cancelled by the user")
             case SnapshotCreated(reason="emergency", snapshot_id=snapshot_id):
                 await self._emergency_clear(ctx, snapshot_id)
+            case SnapshotRestored():
+                self.conversation.apply(event)
             case _:
                 pass
 
@@ -232,6 +238,9 @@ class SessionActor(Actor[Accepted]):
                     f"the {len(removed)} oldest messages were taken out before sending"
                 )
                 reduced = ContextReduced(removed_ids=removed, reason=text, tokens_before=self.used)
+                await ctx.publish(
+                    SnapshotRequested(reason="auto")
+                )  # what is dropped stays restorable
                 self.send_after = (await self._emit(ctx, reduced), attempt)
                 await self._tell(ctx, "warning", text)
                 return
@@ -270,6 +279,7 @@ class SessionActor(Actor[Accepted]):
                 reduced = ContextReduced(
                     removed_ids=removed, reason=text, tokens_before=failure.n_prompt_tokens
                 )
+                await ctx.publish(SnapshotRequested(reason="auto"))  # before the overflow cut
                 self.send_after = (await self._emit(ctx, reduced), 2)
                 await self._tell(ctx, "warning", text)
                 return

@@ -14,6 +14,7 @@ from ..events import (
     ModelSelected,
     ReplyCompleted,
     SessionOpened,
+    SnapshotRestored,
     TruncationDetected,
     UsageChanged,
     UserNotified,
@@ -27,6 +28,7 @@ Accepted = (
     | MessageAdded
     | ContextReduced
     | ContextCleared
+    | SnapshotRestored
     | ChatRequested
     | ReplyCompleted
 )
@@ -42,6 +44,7 @@ class TokenCounterActor(Actor[Accepted]):
         MessageAdded,
         ContextReduced,
         ContextCleared,
+        SnapshotRestored,
         ChatRequested,
         ReplyCompleted,
     )
@@ -65,6 +68,8 @@ class TokenCounterActor(Actor[Accepted]):
                 acc.add(message)
             case ContextReduced(removed_ids=removed):
                 acc.remove(removed)
+            case SnapshotRestored(state=state):
+                acc.reset(tuple(Conversation.from_state(state).prompt_messages()))
             case ContextCleared():
                 acc.remove(tuple(i for i in acc.messages if i != SYSTEM_ID))
             case ChatRequested():

@@ -1,0 +1,1 @@
+"""Snapshot files on disk: a self-describing format, atomic writes, a per-session index."""
