@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-import contextlib
 
 TEMP_SUFFIX = ".tmp"
 

@@ -9,6 +9,7 @@ the files found on disk, never turned into paths.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,6 @@ import msgspec
 from ..sessions import private_dir
 from .atomic import StorageError, remove_stale_temporaries, write_atomic
 from .snapshot_file import SnapshotError, SnapshotMeta, SnapshotState, decode, encode, read_meta
-import contextlib
 
 SUFFIX = ".snap"
 INDEX = "index.json"
@@ -204,10 +204,9 @@ class SnapshotStore:
                 file=path.name, size=stat.st_size, mtime_ns=stat.st_mtime_ns, meta=meta
             )
         if changed or set(by_file) != {e.file for e in entries.values()}:
-            try:
+            # The files are the truth; the index is only a cache.
+            with contextlib.suppress(StorageError):
                 self._write_index(entries)
-            except StorageError:
-                pass  # the files are the truth; the index is only a cache
         self._entries = entries
         return entries
 
