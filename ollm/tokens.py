@@ -26,7 +26,9 @@ TOOL_CALL_OVERHEAD = 8
 TOOL_SCHEMA_OVERHEAD = 10
 """Per tool offered: the wrapper around its JSON schema in the prompt."""
 TRUNCATION_RATIO = 0.85
-"""A server count below this share of what was sent means the server cut the prompt."""
+"""A server count below this share of what was sent means the server cut the prompt…"""
+UNCALIBRATED_TRUNCATION_RATIO = 0.5
+"""…or below this share before the model's first calibration, while estimates are rough."""
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 
 
@@ -187,7 +189,9 @@ class Accounting:
         factor = self.factors.get(sent.model, 1.0)
         estimate = math.ceil(sent.raw * factor) + sent.overhead
         counted = reply.prompt_eval_count
-        if counted < TRUNCATION_RATIO * estimate:
+        calibrated = sent.model in self.factors
+        ratio = TRUNCATION_RATIO if calibrated else UNCALIBRATED_TRUNCATION_RATIO
+        if counted < ratio * estimate:
             return estimate, counted
         if sent.raw > 0:
             fitted = (counted - sent.overhead) / sent.raw

@@ -7,8 +7,8 @@ fires once on the way up, in order, and re-arms only when usage falls back below
 - compression threshold → `SoftLimitHit`, `CompressRequested(auto)`
 - snapshot threshold → `SnapshotRequested(auto)`
 - hard limit → `HardLimitHit` (the session truncates before the next request)
-- critical → `CriticalLimitHit`, `SnapshotRequested(emergency)` (the session clears once the
-  snapshot exists and says how to restore it)
+- critical → `CriticalLimitHit` (before the next request the session saves an emergency
+  snapshot and clears the context, if dropping old turns cannot bring it under the limit)
 - `LowMemory` → `ResizeRequested` (the next context is smaller); `MemoryRecovered` told.
 
 Every intervention is also a `UserNotified` sentence.
@@ -123,13 +123,8 @@ class GuardPolicy:
                         used_tokens=used, limit_tokens=limit, threshold=self.critical_at
                     )
                 )
-                out.append(SnapshotRequested(reason="emergency"))
                 out.append(
-                    _note(
-                        "warning",
-                        f"the context is {self._pct(used, limit)} full ({share}): saving an "
-                        "emergency snapshot, then clearing to the system prompt",
-                    )
+                    _note("warning", f"the context is {self._pct(used, limit)} full ({share})")
                 )
         return out
 

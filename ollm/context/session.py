@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from actors import Actor, Context
 
-from ..conversation import Conversation, oldest_turns_to_drop
+from ..conversation import Conversation, oldest_turns_to_drop, turns
 from ..events import (
     ChatRequested,
     ContextCleared,
@@ -35,6 +35,7 @@ from ..events import (
     ResizeRequested,
     SessionOpened,
     SnapshotCreated,
+    SnapshotFailed,
     SnapshotRequested,
     SnapshotRestored,
     UsageChanged,
@@ -87,6 +88,7 @@ Accepted = (
     | ReplyFailed
     | ReplyCancelled
     | SnapshotCreated
+    | SnapshotFailed
     | SnapshotRestored
 )
 
@@ -105,6 +107,7 @@ class SessionActor(Actor[Accepted]):
         ReplyFailed,
         ReplyCancelled,
         SnapshotCreated,
+        SnapshotFailed,
         SnapshotRestored,
     )
 
@@ -129,6 +132,8 @@ class SessionActor(Actor[Accepted]):
         self.after_resize: int | None = None
         """The attempt to send once the reload with the new size is done."""
         self.reduced_for_send = False
+        self.emergency: tuple[str, int] | None = None
+        """(ref of the emergency snapshot asked for, attempt) while waiting for it."""
         self.queued: deque[str] = deque()
 
     async def _emit(self, ctx: Context, event: object) -> int:
@@ -181,8 +186,13 @@ class SessionActor(Actor[Accepted]):
                 await self._failed(ctx, event)
             case ReplyCancelled() if self._current(event.request_id):
                 await self._unanswered(ctx, "cancelled by the user")
-            case SnapshotCreated(reason="emergency", snapshot_id=snapshot_id):
-                await self._emergency_clear(ctx, snapshot_id)
+            case SnapshotCreated(ref=ref) if self.emergency and ref == self.emergency[0]:
+                self.emergency = None
+                await self._emergency_clear(ctx, event.snapshot_id)
+            case SnapshotFailed(ref=ref) if self.emergency and ref == self.emergency[0]:
+                attempt = self.emergency[1]
+                self.emergency = None
+                await self._send(ctx, attempt)  # nothing is cleared without a snapshot
             case SnapshotRestored():
                 self.conversation.apply(event)
             case _:
@@ -197,6 +207,7 @@ class SessionActor(Actor[Accepted]):
             or self.after_resize is not None
             or self.resizing
             or self.num_ctx == 0
+            or self.emergency is not None
         )
 
     def _current(self, request_id: str) -> bool:
@@ -227,7 +238,16 @@ class SessionActor(Actor[Accepted]):
         if self.resizing:
             self.after_resize = attempt
             return
-        if self.guard.level(self.used, self.num_ctx) >= Level.HARD and not self.reduced_for_send:
+        level = self.guard.level(self.used, self.num_ctx)
+        if level >= Level.CRITICAL and self._newest_turn_tokens() >= threshold_tokens(
+            self.guard.critical_at, self.num_ctx
+        ):
+            # Dropping old turns cannot help: save everything, then clear.
+            ref = f"emergency-{self.conversation.new_request_id()}"
+            self.emergency = (ref, attempt)
+            await ctx.publish(SnapshotRequested(reason="emergency", ref=ref))
+            return
+        if level >= Level.HARD and not self.reduced_for_send:
             target = threshold_tokens(self.guard.compress_at, self.num_ctx)
             share = (self.used - target) / self.used if self.used else 0.0
             removed = oldest_turns_to_drop(self.conversation.messages, share)
@@ -245,6 +265,14 @@ class SessionActor(Actor[Accepted]):
                 await self._tell(ctx, "warning", text)
                 return
         await self._send(ctx, attempt)
+
+    def _newest_turn_tokens(self) -> int:
+        """The newest turn's share of the usage, by characters (it can never be dropped)."""
+        groups = turns(self.conversation.messages)
+        if not groups:
+            return 0
+        total = sum(len(m.content) for m in self.conversation.messages) or 1
+        return self.used * sum(len(m.content) for m in groups[-1]) // total
 
     async def _send(self, ctx: Context, attempt: int) -> None:
         self.reduced_for_send = False
@@ -305,12 +333,16 @@ class SessionActor(Actor[Accepted]):
         return last.id if last else ""
 
     async def _emergency_clear(self, ctx: Context, snapshot_id: str) -> None:
-        if not self.conversation.messages:
-            return
+        user = self._last_user_id()
         text = (
-            f"the context reached the critical limit: the conversation is saved as snapshot "
+            f"the context reached the critical limit ({self.used} of {self.num_ctx} tokens) and "
+            f"the newest message alone does not fit: the conversation is saved as snapshot "
             f"{snapshot_id} and the context was cleared to the system prompt; "
-            f"`/context restore {snapshot_id}` brings it back"
+            f"`/context restore {snapshot_id}` brings it back, or send a shorter message"
         )
         await self._emit(ctx, ContextCleared(reason=text, snapshot_id=snapshot_id))
         await self._tell(ctx, "warning", text)
+        self.in_flight = None
+        if user:
+            await self._emit(ctx, MessageUnanswered(message_id=user, reason=text))
+        await self._next(ctx)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
+from blake3 import blake3
 
 from actors import Actor, Context
 
@@ -132,11 +133,14 @@ class SnapshotManagerActor(Actor[Followed]):
 
     async def create(self, ctx: Context, reason: SnapshotReason, ref: str = "") -> None:
         if not self.enabled and reason != "manual":
+            if reason == "emergency":
+                message = "snapshots are disabled (context.snapshots.enabled)"
+                await ctx.publish(SnapshotFailed(reason=reason, message=message, ref=ref))
             return
         state = self.conversation.state()
         messages = list(self.conversation.prompt_messages())
         meta = SnapshotMeta(
-            id=self.store.short_id(ctx.ids.new_id()),
+            id=self.store.short_id(blake3(ctx.ids.new_id().encode()).hexdigest()),
             session_id=self.session_id,
             created_at=ctx.now(),
             model=self.model,

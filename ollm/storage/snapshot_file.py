@@ -126,7 +126,7 @@ def _header(path: Path, data: bytes) -> tuple[SnapshotMeta, int]:
         raise SnapshotError(f"{path} is truncated, so it was skipped")
     try:
         return _meta_decoder.decode(data[_PREFIX.size : end]), end
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise SnapshotError(
             f"{path} is damaged (its header cannot be read), so it was skipped"
         ) from exc

@@ -62,6 +62,7 @@ async def open_live(
     size: int | None = None,
     timeout: float = 5.0,
     system: str = "You are a helpful assistant.",
+    extra: tuple[ChildSpec, ...] = (),
 ) -> AsyncIterator[Live]:
     settings = settings or Settings()
     async with make_http_client(server.url, timeout) as http:
@@ -72,6 +73,7 @@ async def open_live(
             ChildSpec(
                 name="provider", factory=lambda: OllamaProviderActor(client, keep_alive="5m")
             ),
+            *extra,
         ]
         async with open_harness(*specs) as h:
             await h.publish(

@@ -175,7 +175,7 @@ def small(num_ctx: int = 2048) -> ModelSelected:
 async def test_the_hard_limit_truncates_before_the_request_and_says_so():
     async with open_harness(*specs()) as h:
         await start(h, free=None, model=small())
-        for i in range(16):
+        for i in range(20):
             await h.inject(UserSubmitted(text=f"part {i} " + "lorem ipsum dolor " * 25))
         reduced = h.envelopes(ContextReduced)
         assert reduced, "the hard limit acted"
@@ -195,8 +195,9 @@ async def test_critical_saves_an_emergency_snapshot_then_clears_and_tells_how_to
         await h.inject(UserSubmitted(text="hello"))
         await h.inject(UserSubmitted(text="x " * 7900))  # one message straight past 95 %
         assert h.events(CriticalLimitHit)
-        assert SnapshotRequested(reason="emergency") in h.events(SnapshotRequested)
-        await h.inject(SnapshotCreated(snapshot_id="a1b2", reason="emergency"))
+        request = h.expect(SnapshotRequested, lambda r: r.reason == "emergency")
+        assert h.events(ContextCleared) == [], "nothing is cleared before the snapshot exists"
+        await h.inject(SnapshotCreated(snapshot_id="a1b2", reason="emergency", ref=request.ref))
         cleared = h.expect(ContextCleared)
         assert cleared.snapshot_id == "a1b2"
         assert any("/context restore a1b2" in n.text for n in h.events(UserNotified))

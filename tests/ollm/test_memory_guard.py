@@ -61,7 +61,6 @@ def test_each_threshold_fires_once_on_the_way_up_and_rearms_below():
         SnapshotRequested,
         HardLimitHit,
         CriticalLimitHit,
-        SnapshotRequested,
         UserNotified,
     ]
 

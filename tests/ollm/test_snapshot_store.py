@@ -15,9 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ollm.events import ConversationState, Message, ToolCall
-from ollm.storage import atomic
 from ollm.storage.atomic import StorageError
-from ollm.storage.snapshot_file import SnapshotError, SnapshotMeta, SnapshotState
+from ollm.storage.snapshot_file import SnapshotMeta, SnapshotState
 from ollm.storage.store import INDEX, IdError, IndexFile, SnapshotStore
 
 
@@ -27,8 +26,12 @@ def state(n: int = 6, size: int = 80, seed: int = 0) -> SnapshotState:
         Message(
             id=f"m{i + 1}",
             role="user" if i % 2 == 0 else "assistant",
-            content=" ".join(rng.choice(["alpha", "beta", "gamma", "src/app.py", "42 ms"]) for _ in range(size)),
-            tool_calls=(ToolCall(name="read_file", arguments='{"path": "a.py"}'),) if i == 3 else (),
+            content=" ".join(
+                rng.choice(["alpha", "beta", "gamma", "src/app.py", "42 ms"]) for _ in range(size)
+            ),
+            tool_calls=(ToolCall(name="read_file", arguments='{"path": "a.py"}'),)
+            if i == 3
+            else (),
         )
         for i in range(n)
     )
@@ -45,8 +48,15 @@ def state(n: int = 6, size: int = 80, seed: int = 0) -> SnapshotState:
 
 def meta(snapshot_id: str, created_at: float = 1.0, reason: str = "manual") -> SnapshotMeta:
     return SnapshotMeta(
-        id=snapshot_id, session_id="s1", created_at=created_at, model="llama3.1:8b",
-        num_ctx=13926, tokens=1234, messages=6, compression_ratio=1.0, reason=reason,  # type: ignore[arg-type]
+        id=snapshot_id,
+        session_id="s1",
+        created_at=created_at,
+        model="llama3.1:8b",
+        num_ctx=13926,
+        tokens=1234,
+        messages=6,
+        compression_ratio=1.0,
+        reason=reason,  # type: ignore[arg-type]
     )
 
 
@@ -103,7 +113,9 @@ def test_truncation_and_garbage_are_one_sentence_naming_the_file(tmp_path, damag
     victim.write_bytes(damage(victim.read_bytes()))
     listing = SnapshotStore(tmp_path).listing()
     assert [m.id for m in listing.snapshots] == ["dddd04"]
-    assert listing.problems == [p for p in listing.problems if p.startswith(f"{victim} ") and words in p]
+    assert listing.problems == [
+        p for p in listing.problems if p.startswith(f"{victim} ") and words in p
+    ]
     assert len(listing.problems) == 1
 
 
@@ -128,11 +140,14 @@ def test_a_full_disk_fails_cleanly_and_keeps_the_earlier_snapshots(tmp_path, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, bytes(data)[:100])
 
-    monkeypatch.setattr(atomic.os, "write", filling)
+    monkeypatch.setattr("ollm.storage.atomic.os.write", filling)
     with pytest.raises(StorageError) as info:
         store.save(meta("gggg07", 2.0), state(n=40, size=400))
     monkeypatch.undo()
-    assert str(info.value) == "the disk is full, so gggg07.snap could not be saved; free some space and try again"
+    assert (
+        str(info.value)
+        == "the disk is full, so gggg07.snap could not be saved; free some space and try again"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffff06.snap", INDEX]
     fresh = SnapshotStore(tmp_path)
     assert [m.id for m in fresh.listing().snapshots] == ["ffff06"]
@@ -173,7 +188,7 @@ def test_the_index_is_rebuilt_when_missing_damaged_or_stale(tmp_path):
     other.save(meta("new999", 9.0), state())
     os.replace(tmp_path / "elsewhere" / "new999.snap", tmp_path / "new999.snap")
     listing = SnapshotStore(tmp_path).listing()
-    assert [m.id for m in listing.snapshots][0] == "new999"
+    assert next(m.id for m in listing.snapshots) == "new999"
     index = msgspec.json.decode((tmp_path / INDEX).read_bytes(), type=IndexFile)
     assert sorted(e.file for e in index.entries) == sorted(p.name for p in tmp_path.glob("*.snap"))
 
