@@ -33,6 +33,7 @@ bench:
     {{py}} scripts/bench_bus.py
     {{py}} scripts/bench_accounting.py
     {{py}} scripts/bench_memory.py
+    {{py}} scripts/bench_snapshots.py
 
 # start the chat REPL
 chat *ARGS:

@@ -24,9 +24,12 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> int:
+def write_atomic(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> int:
     """Write `chunks` to `path` so that readers see the old file or the whole new one, never
     a part, even if the process dies; returns the bytes written.
+
+    `durable=False` skips the two fsyncs: still atomic against a crashed process, but a power
+    cut may lose the file (for caches that are rebuilt when missing or damaged).
 
     Raises:
         StorageError: the write failed (disk full, permissions…); no temporary file is left.
@@ -42,11 +45,13 @@ def write_atomic(path: Path, chunks: Iterable[bytes]) -> int:
                     n = os.write(fd, view)
                     view = view[n:]
                     written += n
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink()

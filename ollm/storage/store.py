@@ -222,4 +222,5 @@ class SnapshotStore:
         data = msgspec.json.encode(
             IndexFile(entries=sorted(entries.values(), key=lambda e: e.file))
         )
-        write_atomic(self.directory / INDEX, [data])
+        # The index is a cache: atomic, but not worth two fsyncs per snapshot.
+        write_atomic(self.directory / INDEX, [data], durable=False)
