@@ -79,6 +79,41 @@ def raw_read(path: Path) -> None:
     blake3(path.read_bytes()).digest()
 
 
+def measure(root: Path, text: str, tokens: int, offset: int, repeats: int) -> str:
+    state = conversation(text, tokens, offset)
+    data = msgspec.json.encode(state)
+    raw_path = root / f"raw-{tokens}.json"
+    store = SnapshotStore(root / f"snaps-{tokens}")
+    saved: list[str] = []
+
+    def save() -> None:
+        meta = SnapshotMeta(
+            id=f"s{len(saved):05d}",
+            session_id="bench",
+            created_at=len(saved),
+            model="m",
+            num_ctx=tokens,
+            tokens=tokens,
+            messages=len(state.conversation.messages),
+            compression_ratio=1.0,
+            reason="manual",
+        )
+        saved.append(store.save(meta, state).id)
+
+    save_s = best(save, repeats)
+    write_s = best(lambda: raw_write(raw_path, data), repeats)
+    load_s = best(lambda: store.load(saved[-1]), repeats)
+    read_s = best(lambda: raw_read(raw_path), repeats)
+    size = (store.directory / f"{saved[-1]}.snap").stat().st_size
+    assert store.load(saved[-1])[1] == state
+    return (
+        f"{tokens:>9} {len(data) / 1e6:>7.2f}MB {size / 1e6:>7.2f}MB "
+        f"{size / len(data):>6.1%}  "
+        f"{save_s * 1e3:>6.2f}ms {write_s * 1e3:>9.2f}ms {save_s / write_s:>5.2f}x  "
+        f"{load_s * 1e3:>6.2f}ms {read_s * 1e3:>7.2f}ms {load_s / read_s:>5.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -90,41 +125,8 @@ def main() -> None:
         f"{'save':>8} {'raw w+fsync':>11} {'ratio':>6}  {'load':>8} {'raw r+b3':>9} {'ratio':>6}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
         for n, tokens in enumerate((8_000, 128_000, 1_000_000)):
-            state = conversation(text, tokens, offset=n * 1_000_003)
-            data = msgspec.json.encode(state)
-            raw_path = root / f"raw-{tokens}.json"
-            store = SnapshotStore(root / f"snaps-{tokens}")
-            counter = [0]
-
-            def save() -> None:
-                counter[0] += 1
-                meta = SnapshotMeta(
-                    id=f"s{counter[0]:05d}",
-                    session_id="bench",
-                    created_at=counter[0],
-                    model="m",
-                    num_ctx=tokens,
-                    tokens=tokens,
-                    messages=len(state.conversation.messages),
-                    compression_ratio=1.0,
-                    reason="manual",
-                )
-                store.save(meta, state)
-
-            save_s = best(save, args.repeats)
-            write_s = best(lambda: raw_write(raw_path, data), args.repeats)  # noqa: B023
-            last = f"s{counter[0]:05d}"
-            load_s = best(lambda: store.load(last), args.repeats)  # noqa: B023
-            read_s = best(lambda: raw_read(raw_path), args.repeats)  # noqa: B023
-            size = (store.directory / f"{last}.snap").stat().st_size
-            assert store.load(last)[1] == state
-            print(
-                f"{tokens:>9} {len(data) / 1e6:>7.2f}MB {size / 1e6:>7.2f}MB {size / len(data):>6.1%}  "
-                f"{save_s * 1e3:>6.2f}ms {write_s * 1e3:>9.2f}ms {save_s / write_s:>5.2f}x  "
-                f"{load_s * 1e3:>6.2f}ms {read_s * 1e3:>7.2f}ms {load_s / read_s:>5.2f}x"
-            )
+            print(measure(Path(tmp), text, tokens, n * 1_000_003, args.repeats))
     print("targets: save <= 2x, load <= 2x, size <= 40 %")
 
 
