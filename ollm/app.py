@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ from actors import (
 
 from . import __version__
 from .config import Settings, digest, settings_from_dict, settings_to_dict
+from .context.compressor import CompressionPolicy, CompressorActor
 from .context.context_pool import ContextPoolActor
 from .context.memory_guard import GuardPolicy, MemoryGuardActor
 from .context.session import SessionActor, SessionPolicy
+from .context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from .context.token_counter import TokenCounterActor
 from .events import is_input
 from .providers.scripted import ScriptedProviderActor
+from .storage.store import SnapshotStore
 
 
 def session_policy(settings: Settings) -> SessionPolicy:
@@ -44,11 +48,19 @@ def core_specs(settings: Settings) -> list[ChildSpec]:
     policy = GuardPolicy.from_settings(settings.context)
     session = session_policy(settings)
     compress_at = settings.context.compression.threshold
+    c = settings.context.compression
+    compression = CompressionPolicy(
+        enabled=c.enabled,
+        strategy=c.strategy,
+        preserve_recent=c.preserve_recent,
+        summary_max_tokens=c.summary_max_tokens,
+    )
     return [
         ChildSpec(name="session", factory=lambda: SessionActor(session, policy)),
         ChildSpec(name="token_counter", factory=TokenCounterActor),
         ChildSpec(name="context_pool", factory=lambda: ContextPoolActor(compress_at)),
         ChildSpec(name="memory_guard", factory=lambda: MemoryGuardActor(policy)),
+        ChildSpec(name="compressor", factory=lambda: CompressorActor(compression)),
     ]
 
 
@@ -91,20 +103,30 @@ async def record_scripted(
     (golden logs and tests)."""
     clock = FakeClock(start)
     writer = LogWriter(path, make_header(settings, id_seed=seed, created_at=start))
-    specs = [
-        *core_specs(settings),
-        provider or ChildSpec(name="provider", factory=ScriptedProviderActor),
-    ]
-    try:
-        async with open_runtime(
-            specs, clock=clock, ids=SeededIds(seed), recorder=Recorder(writer)
-        ) as runtime:
-            for offset, event in inputs:
-                clock.set(start + offset)
-                await runtime.publish(event, source="scripted")
-                await runtime.settle()
-    finally:
-        writer.close()
+    snapshots = settings.context.snapshots
+    with tempfile.TemporaryDirectory() as scratch:
+        specs = [
+            *core_specs(settings),
+            provider or ChildSpec(name="provider", factory=ScriptedProviderActor),
+            ChildSpec(
+                name="snapshot_manager",
+                factory=lambda: SnapshotManagerActor(
+                    SnapshotStore(Path(scratch)),
+                    RetentionPolicy(keep=snapshots.max_count),
+                    enabled=snapshots.enabled,
+                ),
+            ),
+        ]
+        try:
+            async with open_runtime(
+                specs, clock=clock, ids=SeededIds(seed), recorder=Recorder(writer)
+            ) as runtime:
+                for offset, event in inputs:
+                    clock.set(start + offset)
+                    await runtime.publish(event, source="scripted")
+                    await runtime.settle()
+        finally:
+            writer.close()
 
 
 async def replay_log(log: LogContents) -> ReplayResult:

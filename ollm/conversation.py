@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .events import (
     ChatMessage,
     ChatRequested,
+    CompressionCompleted,
     ContextCleared,
     ContextReduced,
     ConversationState,
@@ -24,6 +25,19 @@ from .events import (
 )
 
 SYSTEM_ID = "system"
+CONTEXT_ID = "context"
+PINNED_HEADER = "Pinned facts (kept verbatim from earlier in this conversation):"
+SUMMARY_HEADER = "Summary of the earlier conversation:"
+
+
+def render_context(summary: str, pinned: tuple[str, ...]) -> str:
+    """The one block that carries the pinned facts and the rolling summary."""
+    parts = []
+    if pinned:
+        parts.append(PINNED_HEADER + "\n" + "\n".join(f"- {p}" for p in pinned))
+    if summary:
+        parts.append(f"{SUMMARY_HEADER}\n{summary}")
+    return "\n\n".join(parts)
 
 
 @dataclass
@@ -68,10 +82,19 @@ class Conversation:
             return None
         return Message(id=SYSTEM_ID, role="system", content=self.system_prompt)
 
+    def context_message(self) -> Message | None:
+        """Pinned facts and the summary, after the system prompt (a stable prefix)."""
+        if not self.summary and not self.pinned:
+            return None
+        return Message(
+            id=CONTEXT_ID, role="system", content=render_context(self.summary, self.pinned)
+        )
+
     def prompt_messages(self) -> list[Message]:
-        """Everything a request carries, in order: the system prompt, then the messages."""
-        system = self.system_message()
-        return ([system] if system else []) + self.messages
+        """Everything a request carries, in order: system prompt, pinned facts and summary,
+        then the messages."""
+        head = [m for m in (self.system_message(), self.context_message()) if m is not None]
+        return head + self.messages
 
     def chat_messages(self) -> tuple[ChatMessage, ...]:
         return tuple(
@@ -118,6 +141,10 @@ class Conversation:
                 self.next_request = max(counters[1], self.next_request)
             case ContextCleared():
                 self.messages.clear()
+            case CompressionCompleted(covered_ids=covered, summary=summary, pinned=pinned):
+                gone = set(covered)
+                self.messages = [m for m in self.messages if m.id not in gone]
+                self.summary, self.pinned = summary, pinned
             case ContextReduced(removed_ids=removed):
                 gone = set(removed)
                 self.messages = [m for m in self.messages if m.id not in gone]

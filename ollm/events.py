@@ -247,6 +247,8 @@ class SnapshotFailed(Input, frozen=True, kw_only=True, tag="snapshot.failed"):
     reason: SnapshotReason
     message: str
     ref: str = ""
+    disabled: bool = False
+    """Snapshots are turned off in the settings (not a failure of the disk)."""
 
 
 class RestoreRequested(Input, frozen=True, kw_only=True, tag="snapshot.restore_requested"):
@@ -422,6 +424,39 @@ class CompressRequested(Event, frozen=True, kw_only=True, tag="compress.requeste
     reason: CompressReason
 
 
+class CompressionStarted(Event, frozen=True, kw_only=True, tag="compress.started"):
+    """A compression began; it covers `covered_ids` (the oldest whole turns)."""
+
+    ref: str
+    strategy: str
+    reason: CompressReason
+    covered_ids: tuple[str, ...]
+    original_tokens: int
+
+
+class CompressionCompleted(Event, frozen=True, kw_only=True, tag="compress.completed"):
+    """The covered messages are replaced by the rolling summary and the pinned facts."""
+
+    ref: str
+    strategy: str
+    covered_ids: tuple[str, ...]
+    summary: str
+    pinned: tuple[str, ...]
+    original_tokens: int
+    compressed_tokens: int
+    ratio: float
+    snapshot_id: str = ""
+    """The pre-compression snapshot: restoring it undoes this compression."""
+
+
+class CompressionFailed(Event, frozen=True, kw_only=True, tag="compress.failed"):
+    """Nothing was changed; `message` says why in one sentence."""
+
+    ref: str
+    reason: str
+    message: str
+
+
 class SnapshotRequested(Event, frozen=True, kw_only=True, tag="snapshot.requested"):
     """Someone asks for a snapshot of the conversation as it is now."""
 
@@ -489,6 +524,9 @@ DomainEvent = (
     | TruncationDetected
     | SoftLimitHit
     | CompressRequested
+    | CompressionStarted
+    | CompressionCompleted
+    | CompressionFailed
     | SnapshotRequested
     | HardLimitHit
     | CriticalLimitHit

@@ -85,6 +85,7 @@ class Sent:
     raw: int
     overhead: int
     message_count: int
+    chat: bool = True
 
 
 @dataclass
@@ -171,7 +172,11 @@ class Accounting:
         raw += self.tools_raw if request.tools else 0
         overhead += (self.tools_overhead if request.tools else 0) + PRIMING
         self.sent[request.request_id] = Sent(
-            model=request.model, raw=raw, overhead=overhead, message_count=len(request.messages)
+            model=request.model,
+            raw=raw,
+            overhead=overhead,
+            message_count=len(request.messages),
+            chat=request.purpose == "chat",
         )
 
     def on_reply(self, reply: ReplyCompleted) -> tuple[int, int] | None:
@@ -182,7 +187,8 @@ class Accounting:
             (it truncated), else None.
         """
         sent = self.sent.pop(reply.request_id, None)
-        if reply.eval_count > 0 and reply.content and not reply.tool_calls:
+        chat = sent is None or sent.chat
+        if chat and reply.eval_count > 0 and reply.content and not reply.tool_calls:
             self.reply_tokens[_digest(reply.content)] = reply.eval_count
         if sent is None or reply.prompt_eval_count <= 0:
             return None
@@ -198,7 +204,7 @@ class Accounting:
             previous = self.factors.get(sent.model)
             fitted = min(MAX_FACTOR, max(MIN_FACTOR, fitted))
             self.factors[sent.model] = fitted if previous is None else (previous + fitted) / 2
-        if sent.model == self.model:
+        if sent.model == self.model and sent.chat:
             # Anchor: the prompt just counted is exact; re-estimate it with the new factor.
             self.correction = counted - (math.ceil(sent.raw * self.factor) + sent.overhead)
         return None

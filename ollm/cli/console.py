@@ -10,6 +10,7 @@ import anyio
 from actors import Actor, Context
 
 from ..events import (
+    ChatRequested,
     FailureKind,
     MemorySourceChanged,
     MessageAdded,
@@ -43,7 +44,8 @@ class Turns:
 
 
 Shown = (
-    ReplyChunk
+    ChatRequested
+    | ReplyChunk
     | MessageAdded
     | MessageUnanswered
     | ReplyFailed
@@ -59,6 +61,7 @@ class ConsoleActor(Actor[Shown]):
     chunk is ever dropped."""
 
     accepts = (
+        ChatRequested,
         ReplyChunk,
         MessageAdded,
         MessageUnanswered,
@@ -74,6 +77,8 @@ class ConsoleActor(Actor[Shown]):
         self.open_line = False
         self.last_failure: FailureKind | None = None
         self.sources_seen = 0
+        self.chats: set[str] = set()
+        """Ids of chat requests: only their replies are printed (not summaries)."""
 
     def notice(self, text: str) -> None:
         if self.open_line:
@@ -85,7 +90,9 @@ class ConsoleActor(Actor[Shown]):
 
     async def handle(self, event: Shown, ctx: Context) -> None:
         match event:
-            case ReplyChunk(content=content) if content:
+            case ChatRequested(request_id=rid, purpose="chat"):
+                self.chats.add(rid)
+            case ReplyChunk(content=content, request_id=rid) if content and rid in self.chats:
                 self.out.write(content)
                 self.out.flush()
                 self.open_line = not content.endswith("\n")

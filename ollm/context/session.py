@@ -19,6 +19,7 @@ from actors import Actor, Context
 from ..conversation import Conversation, oldest_turns_to_drop, turns
 from ..events import (
     ChatRequested,
+    CompressionCompleted,
     ContextCleared,
     ContextReduced,
     ContextSizeChosen,
@@ -90,6 +91,7 @@ Accepted = (
     | SnapshotCreated
     | SnapshotFailed
     | SnapshotRestored
+    | CompressionCompleted
 )
 
 
@@ -109,6 +111,7 @@ class SessionActor(Actor[Accepted]):
         SnapshotCreated,
         SnapshotFailed,
         SnapshotRestored,
+        CompressionCompleted,
     )
 
     def __init__(
@@ -193,7 +196,7 @@ class SessionActor(Actor[Accepted]):
                 attempt = self.emergency[1]
                 self.emergency = None
                 await self._send(ctx, attempt)  # nothing is cleared without a snapshot
-            case SnapshotRestored():
+            case SnapshotRestored() | CompressionCompleted():
                 self.conversation.apply(event)
             case _:
                 pass

@@ -133,9 +133,11 @@ class SnapshotManagerActor(Actor[Followed]):
 
     async def create(self, ctx: Context, reason: SnapshotReason, ref: str = "") -> None:
         if not self.enabled and reason != "manual":
-            if reason == "emergency":
+            if reason in ("emergency", "pre-compression"):
                 message = "snapshots are disabled (context.snapshots.enabled)"
-                await ctx.publish(SnapshotFailed(reason=reason, message=message, ref=ref))
+                await ctx.publish(
+                    SnapshotFailed(reason=reason, message=message, ref=ref, disabled=True)
+                )
             return
         state = self.conversation.state()
         messages = list(self.conversation.prompt_messages())

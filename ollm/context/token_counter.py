@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from actors import Actor, Context
 
-from ..conversation import SYSTEM_ID, Conversation
+from ..conversation import CONTEXT_ID, SYSTEM_ID, Conversation, render_context
 from ..events import (
     ChatRequested,
+    CompressionCompleted,
     ContextCleared,
     ContextReduced,
     ContextSizeChosen,
+    Message,
     MessageAdded,
     ModelSelected,
     ReplyCompleted,
@@ -29,6 +31,7 @@ Accepted = (
     | ContextReduced
     | ContextCleared
     | SnapshotRestored
+    | CompressionCompleted
     | ChatRequested
     | ReplyCompleted
 )
@@ -45,6 +48,7 @@ class TokenCounterActor(Actor[Accepted]):
         ContextReduced,
         ContextCleared,
         SnapshotRestored,
+        CompressionCompleted,
         ChatRequested,
         ReplyCompleted,
     )
@@ -70,6 +74,12 @@ class TokenCounterActor(Actor[Accepted]):
                 acc.remove(removed)
             case SnapshotRestored(state=state):
                 acc.reset(tuple(Conversation.from_state(state).prompt_messages()))
+            case CompressionCompleted(covered_ids=covered, summary=summary, pinned=pinned):
+                acc.remove(covered)
+                context = render_context(summary, pinned)
+                acc.remove((CONTEXT_ID,))
+                if context:
+                    acc.add(Message(id=CONTEXT_ID, role="system", content=context))
             case ContextCleared():
                 acc.remove(tuple(i for i in acc.messages if i != SYSTEM_ID))
             case ChatRequested():

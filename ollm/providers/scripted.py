@@ -38,6 +38,20 @@ def scripted_prompt_tokens(messages: Iterable[ChatMessage]) -> int:
     return PRIMING_TOKENS + sum(MESSAGE_TOKENS + scripted_count(m.content) for m in messages)
 
 
+def scripted_summary(request: ChatRequested) -> str:
+    """A short summary: the start of each user line, and every second required anchor."""
+    text = request.messages[-1].content if request.messages else ""
+    transcript = text.split("Conversation to summarize:\n", 1)[-1].split("\n\nThese must", 1)[0]
+    firsts = [
+        " ".join(line.split()[1:9]) for line in transcript.split("\n\n") if line.startswith("USER:")
+    ]
+    required = text.split("These must appear verbatim in the summary:\n", 1)
+    anchors = [a[2:] for a in required[1].splitlines()][::2] if len(required) > 1 else []
+    return (
+        "Goal: " + "; ".join(firsts)[:300] + (". Facts: " + "; ".join(anchors) if anchors else "")
+    )
+
+
 def echo_reply(request: ChatRequested) -> str:
     last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
     words = last.split()
@@ -69,7 +83,7 @@ class ScriptedProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeC
             kind, message = self.failures.popleft()
             await ctx.publish(ReplyFailed(request_id=rid, failure=kind, message=message))
             return
-        if prompt > event.options.num_ctx:
+        if prompt > event.options.num_ctx and event.purpose == "chat":
             await ctx.publish(
                 ReplyFailed(
                     request_id=rid,
@@ -81,7 +95,7 @@ class ScriptedProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeC
                 )
             )
             return
-        text = self.reply(event)
+        text = scripted_summary(event) if event.purpose == "summary" else self.reply(event)
         for piece in re.findall(r"\S+\s*", text):
             await ctx.publish(ReplyChunk(request_id=rid, content=piece))
         await ctx.publish(

@@ -7,7 +7,7 @@ import pytest
 from actors import ChildSpec
 from actors.testing import open_harness
 from ollm.app import core_specs
-from ollm.config import Settings
+from ollm.config import CompressionSettings, ContextSettings, Settings
 from ollm.context.memory_guard import GuardPolicy
 from ollm.context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ollm.events import (
@@ -74,8 +74,13 @@ def gpu(free: float) -> MemorySampled:
     )
 
 
-def specs(provider=ScriptedProviderActor):
-    return [*core_specs(Settings()), ChildSpec(name="provider", factory=provider)]
+NO_COMPRESSION = Settings(
+    context=ContextSettings(compression=CompressionSettings(enabled=False))
+)
+
+
+def specs(provider=ScriptedProviderActor, settings: Settings | None = None):
+    return [*core_specs(settings or Settings()), ChildSpec(name="provider", factory=provider)]
 
 
 async def start(
@@ -173,7 +178,7 @@ def small(num_ctx: int = 2048) -> ModelSelected:
 
 
 async def test_the_hard_limit_truncates_before_the_request_and_says_so():
-    async with open_harness(*specs()) as h:
+    async with open_harness(*specs(settings=NO_COMPRESSION)) as h:
         await start(h, free=None, model=small())
         for i in range(20):
             await h.inject(UserSubmitted(text=f"part {i} " + "lorem ipsum dolor " * 25))

@@ -8,7 +8,7 @@ import pytest
 from actors import ChildSpec
 from actors.testing import open_harness
 from ollm.app import core_specs
-from ollm.config import Settings
+from ollm.config import CompressionSettings, ContextSettings, Settings
 from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor, to_prune
 from ollm.events import (
     ChatRequested,
@@ -43,9 +43,14 @@ def manager(directory, keep: int = 5) -> ChildSpec:
     )
 
 
-def specs(directory, keep: int = 5):
+NO_COMPRESSION = Settings(
+    context=ContextSettings(compression=CompressionSettings(enabled=False))
+)
+
+
+def specs(directory, keep: int = 5, settings: Settings | None = None):
     return [
-        *core_specs(Settings()),
+        *core_specs(settings or Settings()),
         ChildSpec(name="provider", factory=ScriptedProviderActor),
         manager(directory, keep),
     ]
@@ -141,7 +146,7 @@ async def test_a_bad_restore_changes_nothing_and_says_why(tmp_path):
 
 
 async def test_the_turns_dropped_at_the_hard_limit_are_in_the_snapshot_taken_just_before(tmp_path):
-    async with open_harness(*specs(tmp_path / "s")) as h:
+    async with open_harness(*specs(tmp_path / "s", settings=NO_COMPRESSION)) as h:
         await opened(h, num_ctx=2048)
         for i in range(20):
             await h.inject(UserSubmitted(text=f"part {i} " + "lorem ipsum dolor " * 25))
