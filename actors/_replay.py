@@ -151,7 +151,12 @@ def _first_divergence(
             seq = w.seq if w is not None else key[0]
             found.append(Divergence(seq=seq, expected=w, actual=g))
             break
-    return min(found, key=lambda d: d.seq) if found else None
+    # Earliest recorded position first; among extras from one input, the earliest published.
+    return (
+        min(found, key=lambda d: (d.seq, d.actual.seq if d.actual else float("inf")))
+        if found
+        else None
+    )
 
 
 def _encode(event: object) -> str:

@@ -48,10 +48,18 @@ _ANCHORS = [
     re.compile(r"\b[a-z]+(?:[A-Z][a-z0-9]+)+\b"),  # camelCase identifiers
     re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)+\b"),  # CamelCase identifiers
 ]
-_INSTRUCTION = re.compile(
-    r"[^.!?\n]*\b(?:always|never|don't|do not|must not|mustn't|must|avoid)\b[^.!?\n]*[.!?]?",
-    re.IGNORECASE,
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+_DIRECTIVE = re.compile(
+    r"\b(?:always|never|don't|do not|must not|mustn't|must|avoid)\b", re.IGNORECASE
 )
+
+
+def instructions(text: str) -> list[str]:
+    """The user's standing instructions: sentences with always/never/don't/must/avoid.
+
+    Sentence by sentence, so the cost stays linear in the text's length.
+    """
+    return [s.strip() for s in _SENTENCE.findall(text) if _DIRECTIVE.search(s)]
 
 
 def anchors(messages: Sequence[Message]) -> list[str]:
@@ -71,8 +79,8 @@ def anchors(messages: Sequence[Message]) -> list[str]:
             for match in pattern.finditer(text):
                 keep(match.group(1) if pattern.groups else match.group(0))
         if message.role == "user":
-            for match in _INSTRUCTION.finditer(text):
-                keep(match.group(0))
+            for sentence in instructions(text):
+                keep(sentence)
     return found
 
 
@@ -226,7 +234,7 @@ def truncation_pins(plan_: Plan, pinned: Sequence[str]) -> tuple[str, ...]:
     found = []
     for message in plan_.covered:
         if message.role == "user":
-            found += [m.group(0).strip() for m in _INSTRUCTION.finditer(message.content)]
+            found += instructions(message.content)
     return _cap((*pinned, *(f for f in found if f not in pinned)))
 
 

@@ -277,13 +277,16 @@ class CompressorActor(Actor[Followed]):
     ) -> None:
         self.job = None
         new_context = render_context(summary, pinned)
-        after = (
-            job.used_before
+        # Estimates in chars/4, scaled to the calibrated usage they add up to.
+        estimated = sum(message_tokens(m) for m in self.conversation.prompt_messages())
+        scale = job.used_before / estimated if estimated else 1.0
+        after_estimate = (
+            estimated
             - job.plan.covered_tokens
             - estimate_text(job.context_before)
             + estimate_text(new_context)
         )
-        after = max(0, after)
+        after = max(0, round(after_estimate * scale))
         ratio = round(after / job.used_before, 4) if job.used_before else 1.0
         done = CompressionCompleted(
             ref=job.ref,

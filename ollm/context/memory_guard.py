@@ -7,8 +7,9 @@ fires once on the way up, in order, and re-arms only when usage falls back below
 - compression threshold → `SoftLimitHit`, `CompressRequested(auto)`
 - snapshot threshold → `SnapshotRequested(auto)`
 - hard limit → `HardLimitHit` (the session truncates before the next request)
-- critical → `CriticalLimitHit` (before the next request the session saves an emergency
-  snapshot and clears the context, if dropping old turns cannot bring it under the limit)
+- critical → `CriticalLimitHit`, `CompressRequested(emergency)`: the compressor saves a
+  snapshot and truncates at once (it overrides a summary in progress); restoring the
+  snapshot undoes it
 - `LowMemory` → `ResizeRequested` (the next context is smaller); `MemoryRecovered` told.
 
 Every intervention is also a `UserNotified` sentence.
@@ -123,8 +124,13 @@ class GuardPolicy:
                         used_tokens=used, limit_tokens=limit, threshold=self.critical_at
                     )
                 )
+                out.append(CompressRequested(reason="emergency"))
                 out.append(
-                    _note("warning", f"the context is {self._pct(used, limit)} full ({share})")
+                    _note(
+                        "warning",
+                        f"the context is {self._pct(used, limit)} full ({share}): an emergency "
+                        "compression follows (a snapshot first, so it can be undone)",
+                    )
                 )
         return out
 

@@ -7,6 +7,7 @@ while the model is being reloaded with a new size (it waits, and goes out after)
 above the hard limit (the oldest turns are dropped first, once, and the user is told).
 A failed request never loses the user's message: it stays, marked unanswered. An overflow
 is retried once after dropping the oldest turns; out of memory once with a smaller context.
+A message that cannot fit even with everything older set aside is refused in one sentence.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from ..conversation import Conversation, oldest_turns_to_drop, turns
 from ..events import (
     ChatRequested,
     CompressionCompleted,
-    ContextCleared,
     ContextReduced,
     ContextSizeChosen,
     Message,
@@ -35,8 +35,6 @@ from ..events import (
     ResizeDeclined,
     ResizeRequested,
     SessionOpened,
-    SnapshotCreated,
-    SnapshotFailed,
     SnapshotRequested,
     SnapshotRestored,
     UsageChanged,
@@ -88,8 +86,6 @@ Accepted = (
     | ReplyCompleted
     | ReplyFailed
     | ReplyCancelled
-    | SnapshotCreated
-    | SnapshotFailed
     | SnapshotRestored
     | CompressionCompleted
 )
@@ -108,8 +104,6 @@ class SessionActor(Actor[Accepted]):
         ReplyCompleted,
         ReplyFailed,
         ReplyCancelled,
-        SnapshotCreated,
-        SnapshotFailed,
         SnapshotRestored,
         CompressionCompleted,
     )
@@ -135,8 +129,6 @@ class SessionActor(Actor[Accepted]):
         self.after_resize: int | None = None
         """The attempt to send once the reload with the new size is done."""
         self.reduced_for_send = False
-        self.emergency: tuple[str, int] | None = None
-        """(ref of the emergency snapshot asked for, attempt) while waiting for it."""
         self.queued: deque[str] = deque()
 
     async def _emit(self, ctx: Context, event: object) -> int:
@@ -189,13 +181,6 @@ class SessionActor(Actor[Accepted]):
                 await self._failed(ctx, event)
             case ReplyCancelled() if self._current(event.request_id):
                 await self._unanswered(ctx, "cancelled by the user")
-            case SnapshotCreated(ref=ref) if self.emergency and ref == self.emergency[0]:
-                self.emergency = None
-                await self._emergency_clear(ctx, event.snapshot_id)
-            case SnapshotFailed(ref=ref) if self.emergency and ref == self.emergency[0]:
-                attempt = self.emergency[1]
-                self.emergency = None
-                await self._send(ctx, attempt)  # nothing is cleared without a snapshot
             case SnapshotRestored() | CompressionCompleted():
                 self.conversation.apply(event)
             case _:
@@ -210,7 +195,6 @@ class SessionActor(Actor[Accepted]):
             or self.after_resize is not None
             or self.resizing
             or self.num_ctx == 0
-            or self.emergency is not None
         )
 
     def _current(self, request_id: str) -> bool:
@@ -241,15 +225,12 @@ class SessionActor(Actor[Accepted]):
         if self.resizing:
             self.after_resize = attempt
             return
-        level = self.guard.level(self.used, self.num_ctx)
-        if level >= Level.CRITICAL and self._newest_turn_tokens() >= threshold_tokens(
-            self.guard.critical_at, self.num_ctx
-        ):
-            # Dropping old turns cannot help: save everything, then clear.
-            ref = f"emergency-{self.conversation.new_request_id()}"
-            self.emergency = (ref, attempt)
-            await ctx.publish(SnapshotRequested(reason="emergency", ref=ref))
+        safe = self.guard.safe_limit(self.num_ctx)
+        newest, base = self._shares()
+        if newest + base > safe:
+            await self._refuse(ctx, newest)
             return
+        level = self.guard.level(self.used, self.num_ctx)
         if level >= Level.HARD and not self.reduced_for_send:
             target = threshold_tokens(self.guard.compress_at, self.num_ctx)
             share = (self.used - target) / self.used if self.used else 0.0
@@ -269,13 +250,38 @@ class SessionActor(Actor[Accepted]):
                 return
         await self._send(ctx, attempt)
 
-    def _newest_turn_tokens(self) -> int:
-        """The newest turn's share of the usage, by characters (it can never be dropped)."""
+    def _shares(self) -> tuple[int, int]:
+        """Estimated tokens of the newest turn, and of what is always sent (system prompt,
+        pinned facts, summary): the used total split by characters."""
         groups = turns(self.conversation.messages)
         if not groups:
-            return 0
-        total = sum(len(m.content) for m in self.conversation.messages) or 1
-        return self.used * sum(len(m.content) for m in groups[-1]) // total
+            return 0, self.used
+        head = [
+            m
+            for m in (self.conversation.system_message(), self.conversation.context_message())
+            if m
+        ]
+        newest_chars = sum(len(m.content) for m in groups[-1])
+        base_chars = sum(len(m.content) for m in head)
+        total = sum(len(m.content) for m in self.conversation.messages) + base_chars or 1
+        return self.used * newest_chars // total, self.used * base_chars // total
+
+    async def _refuse(self, ctx: Context, newest: int) -> None:
+        """A message that can never fit is refused, kept in the log, and taken out of the
+        context (it would otherwise go out with every later request)."""
+        groups = turns(self.conversation.messages)
+        ids = tuple(m.id for m in groups[-1]) if groups else ()
+        user = self._last_user_id()
+        text = (
+            f"your message is about {newest} tokens, too large for the {self.num_ctx}-token "
+            "context even with everything older set aside; shorten it, or pick a larger "
+            "context with /context size"
+        )
+        self.in_flight = None
+        await self._emit(ctx, ContextReduced(removed_ids=ids, reason=text, tokens_before=self.used))
+        if user:
+            await self._emit(ctx, MessageUnanswered(message_id=user, reason=text))
+        await self._next(ctx)
 
     async def _send(self, ctx: Context, attempt: int) -> None:
         self.reduced_for_send = False
@@ -334,18 +340,3 @@ class SessionActor(Actor[Accepted]):
     def _last_user_id(self) -> str:
         last = next((m for m in reversed(self.conversation.messages) if m.role == "user"), None)
         return last.id if last else ""
-
-    async def _emergency_clear(self, ctx: Context, snapshot_id: str) -> None:
-        user = self._last_user_id()
-        text = (
-            f"the context reached the critical limit ({self.used} of {self.num_ctx} tokens) and "
-            f"the newest message alone does not fit: the conversation is saved as snapshot "
-            f"{snapshot_id} and the context was cleared to the system prompt; "
-            f"`/context restore {snapshot_id}` brings it back, or send a shorter message"
-        )
-        await self._emit(ctx, ContextCleared(reason=text, snapshot_id=snapshot_id))
-        await self._tell(ctx, "warning", text)
-        self.in_flight = None
-        if user:
-            await self._emit(ctx, MessageUnanswered(message_id=user, reason=text))
-        await self._next(ctx)

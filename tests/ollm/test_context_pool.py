@@ -16,7 +16,6 @@ from ollm.events import (
     ContextReduced,
     ContextSizeChosen,
     ConversationState,
-    CriticalLimitHit,
     LowMemory,
     MemoryRecovered,
     MemorySampled,
@@ -28,8 +27,6 @@ from ollm.events import (
     RunnerOptions,
     SessionOpened,
     SizeOption,
-    SnapshotCreated,
-    SnapshotRequested,
     UsageTrend,
     UserNotified,
     UserSubmitted,
@@ -74,9 +71,7 @@ def gpu(free: float) -> MemorySampled:
     )
 
 
-NO_COMPRESSION = Settings(
-    context=ContextSettings(compression=CompressionSettings(enabled=False))
-)
+NO_COMPRESSION = Settings(context=ContextSettings(compression=CompressionSettings(enabled=False)))
 
 
 def specs(provider=ScriptedProviderActor, settings: Settings | None = None):
@@ -194,22 +189,22 @@ async def test_the_hard_limit_truncates_before_the_request_and_says_so():
         assert h.events(MessageAdded)[-1].message.role == "assistant", "every turn answered"
 
 
-async def test_critical_saves_an_emergency_snapshot_then_clears_and_tells_how_to_restore():
+async def test_a_message_that_can_never_fit_is_refused_and_the_conversation_kept():
     async with open_harness(*specs()) as h:
         await start(h, free=None, model=small(4096))
         await h.inject(UserSubmitted(text="hello"))
-        await h.inject(UserSubmitted(text="x " * 7900))  # one message straight past 95 %
-        assert h.events(CriticalLimitHit)
-        request = h.expect(SnapshotRequested, lambda r: r.reason == "emergency")
-        assert h.events(ContextCleared) == [], "nothing is cleared before the snapshot exists"
-        await h.inject(SnapshotCreated(snapshot_id="a1b2", reason="emergency", ref=request.ref))
-        cleared = h.expect(ContextCleared)
-        assert cleared.snapshot_id == "a1b2"
-        assert any("/context restore a1b2" in n.text for n in h.events(UserNotified))
-        await h.inject(UserSubmitted(text="fresh start"))
+        sent = len(h.events(ChatRequested))
+        await h.inject(UserSubmitted(text="x " * 7900))  # far more than the whole context
+        assert len(h.events(ChatRequested)) == sent, "never sent"
+        reduced = h.events(ContextReduced)[-1]
+        assert "too large for the 4096-token context" in reduced.reason
+        assert h.events(ContextCleared) == []
+        await h.inject(UserSubmitted(text="a normal question"))
         last = h.events(ChatRequested)[-1]
-        assert [m.role for m in last.messages] == ["system", "user"]
-        assert last.messages[-1].content == "fresh start"
+        assert [m.content for m in last.messages if m.role == "user"] == [
+            "hello",
+            "a normal question",
+        ]
 
 
 def test_can_allocate_and_safe_limit():

@@ -61,6 +61,7 @@ def test_each_threshold_fires_once_on_the_way_up_and_rearms_below():
         SnapshotRequested,
         HardLimitHit,
         CriticalLimitHit,
+        CompressRequested,
         UserNotified,
     ]
 

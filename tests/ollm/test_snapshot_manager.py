@@ -12,7 +12,6 @@ from ollm.config import CompressionSettings, ContextSettings, Settings
 from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor, to_prune
 from ollm.events import (
     ChatRequested,
-    ContextCleared,
     ContextReduced,
     ConversationState,
     ModelSelected,
@@ -20,7 +19,6 @@ from ollm.events import (
     RestoreRequested,
     SessionOpened,
     SnapshotCreated,
-    SnapshotFailed,
     SnapshotRequested,
     SnapshotRestored,
     UserNotified,
@@ -43,9 +41,7 @@ def manager(directory, keep: int = 5) -> ChildSpec:
     )
 
 
-NO_COMPRESSION = Settings(
-    context=ContextSettings(compression=CompressionSettings(enabled=False))
-)
+NO_COMPRESSION = Settings(context=ContextSettings(compression=CompressionSettings(enabled=False)))
 
 
 def specs(directory, keep: int = 5, settings: Settings | None = None):
@@ -157,41 +153,3 @@ async def test_the_turns_dropped_at_the_hard_limit_are_in_the_snapshot_taken_jus
         state = h.expect(SnapshotRestored).state
         ids = {m.id for m in state.messages}
         assert set(reduced.event.removed_ids) <= ids, "restoring it brings them back"
-
-
-async def test_an_emergency_clear_happens_after_its_snapshot_and_is_undone_by_restoring_it(
-    tmp_path,
-):
-    async with open_harness(*specs(tmp_path / "s")) as h:
-        await opened(h, num_ctx=4096)
-        await h.inject(UserSubmitted(text="remember the number 7"))
-        huge = "x " * 7900
-        await h.inject(UserSubmitted(text=huge))
-        emergency = [c for c in h.events(SnapshotCreated) if c.reason == "emergency"]
-        assert len(emergency) == 1
-        cleared = h.expect(ContextCleared)
-        assert cleared.snapshot_id == emergency[0].snapshot_id
-        await h.inject(RestoreRequested(snapshot_id=cleared.snapshot_id))
-        state = h.expect(SnapshotRestored).state
-        assert [m.content for m in state.messages if m.role == "user"] == [
-            "remember the number 7",
-            huge,
-        ], "restoring it undoes the clear exactly"
-
-
-async def test_with_snapshots_disabled_nothing_is_ever_cleared(tmp_path):
-    disabled = ChildSpec(
-        name="snapshot_manager",
-        factory=lambda: SnapshotManagerActor(
-            SnapshotStore(tmp_path / "s"), RetentionPolicy(), enabled=False
-        ),
-    )
-    base = [*core_specs(Settings()), ChildSpec(name="provider", factory=ScriptedProviderActor)]
-    async with open_harness(*base, disabled) as h:
-        await opened(h, num_ctx=4096)
-        await h.inject(UserSubmitted(text="remember the number 7"))
-        await h.inject(UserSubmitted(text="x " * 7900))
-        assert h.events(ContextCleared) == []
-        failed = h.events(SnapshotFailed)
-        assert failed and "snapshots are disabled" in failed[0].message
-        assert h.events(ChatRequested)[-1].messages[-1].content == "x " * 7900, "sent as it is"

@@ -1,0 +1,304 @@
+"""Compression: the pure policy, the compressor on the harness, and long conversations."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import ChildSpec
+from actors.testing import open_harness
+from ollm.app import core_specs
+from ollm.compression import (
+    SummaryRejected,
+    accept_summary,
+    anchors,
+    compress,
+    estimate_compression,
+    plan,
+)
+from ollm.config import Settings
+from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
+from ollm.conversation import SUMMARY_HEADER
+from ollm.events import (
+    ChatMessage,
+    ChatRequested,
+    CompressionCompleted,
+    CompressionFailed,
+    CompressionStarted,
+    CompressRequested,
+    ConversationState,
+    Message,
+    ModelSelected,
+    ReplyCancelled,
+    ReplyCompleted,
+    ReplyFailed,
+    RestoreRequested,
+    SessionOpened,
+    SnapshotRestored,
+    ToolCall,
+    UserSubmitted,
+)
+from ollm.providers.scripted import ScriptedProviderActor
+from ollm.storage.store import SnapshotStore
+
+pytestmark = pytest.mark.anyio
+
+ANCHORED = [
+    "Please look at src/server/handlers.py, it fails with COMPILE_ERR_404 after 250 ms.",
+    "The config lives at https://example.org/docs/config and the flag is `max_retries`.",
+    "Never push directly to main. Always run the tests first.",
+]
+
+
+def convo(turns: int, words: int = 40, tools: bool = False) -> list[Message]:
+    out: list[Message] = []
+    n = 1
+    for t in range(turns):
+        text = ANCHORED[t] if t < len(ANCHORED) else f"question {t}: " + "lorem ipsum " * words
+        out.append(Message(id=f"m{n}", role="user", content=text))
+        n += 1
+        if tools and t % 3 == 1:
+            out.append(
+                Message(
+                    id=f"m{n}",
+                    role="assistant",
+                    content="",
+                    tool_calls=(ToolCall(name="read_file", arguments='{"path": "a.py"}'),),
+                )
+            )
+            out.append(
+                Message(
+                    id=f"m{n + 1}", role="tool", tool_name="read_file", content="print(1)\n" * 20
+                )
+            )
+            n += 2
+        out.append(
+            Message(id=f"m{n}", role="assistant", content=f"answer {t}: " + "dolor sit " * words)
+        )
+        n += 1
+    return out
+
+
+# --- the pure policy ------------------------------------------------------------------------
+
+
+def test_hybrid_keeps_the_newest_preserve_window_verbatim_and_tool_pairs_whole():
+    messages = convo(30, tools=True)
+    found = plan(messages, "hybrid", preserve_tokens=1200)
+    assert found is not None
+    assert list(found.covered) + list(found.kept) == messages, "nothing reordered or rewritten"
+    assert found.kept[0].role == "user", "splits only where a user turn starts"
+    for group in (found.covered, found.kept):
+        for i, m in enumerate(group):
+            if m.tool_calls:
+                assert group[i + 1].role == "tool", "a tool call keeps its result"
+    assert sum(len(m.content) for m in found.kept) // 4 <= 1200 + 200
+
+
+def test_anchors_are_collected_from_the_span():
+    found = anchors([Message(id="m1", role="user", content=" ".join(ANCHORED))])
+    for expected in [
+        "src/server/handlers.py",
+        "COMPILE_ERR_404",
+        "250 ms",
+        "https://example.org/docs/config",
+        "max_retries",
+        "Never push directly to main",
+        "Always run the tests first",
+    ]:
+        assert expected in found
+
+
+async def test_anchors_a_summary_lost_are_pinned_verbatim():
+    messages = convo(12)
+
+    async def forgetful(request: tuple[ChatMessage, ...], budget: int) -> str:
+        return "The user asked for help with a server and some configuration."
+
+    kept, outcome = await compress(messages, "hybrid", summarize=forgetful, preserve_tokens=300)  # type: ignore[misc]
+    every = anchors([m for m in messages if m not in kept])
+    assert every
+    for anchor in every:
+        assert anchor in outcome.summary or anchor in outcome.pinned
+
+
+async def test_rejected_summaries_change_nothing():
+    messages = convo(12)
+    found = plan(messages, "hybrid", preserve_tokens=300)
+    assert found is not None
+    with pytest.raises(SummaryRejected, match="empty"):
+        accept_summary("   ", found, "", ())
+    with pytest.raises(SummaryRejected, match="not shorter"):
+        accept_summary("x" * 100_000, found, "", ())
+
+
+def test_estimate_compression_without_the_bus():
+    estimate = estimate_compression(convo(20), "hybrid", preserve_tokens=400, summary_tokens=100)
+    assert estimate is not None
+    assert estimate.compressed_tokens < estimate.original_tokens
+    assert estimate_compression(convo(1)) is None, "a single turn has nothing to compress"
+
+
+# --- the compressor on the harness ----------------------------------------------------------
+
+
+class HeldSummaries(ScriptedProviderActor):
+    """Answers chats at once; summary requests wait for the test."""
+
+    async def handle(self, event, ctx):
+        if isinstance(event, ChatRequested) and event.purpose == "summary":
+            return
+        await super().handle(event, ctx)
+
+
+def specs(tmp_path, provider=ScriptedProviderActor, settings: Settings | None = None):
+    return [
+        *core_specs(settings or Settings()),
+        ChildSpec(name="provider", factory=provider),
+        ChildSpec(
+            name="snapshot_manager",
+            factory=lambda: SnapshotManagerActor(SnapshotStore(tmp_path), RetentionPolicy(keep=50)),
+        ),
+    ]
+
+
+async def opened(h, num_ctx: int = 8192, messages: tuple[Message, ...] = ()):
+    state = ConversationState(
+        system_prompt="Be brief.", messages=messages, next_message=len(messages) + 1
+    )
+    await h.publish(SessionOpened(session_id="s", state=state))
+    await h.inject(ModelSelected(model="m", size=num_ctx, num_ctx=num_ctx))
+
+
+def next_prompt(h) -> list[tuple[str, str]]:
+    """(role, content) of every message of the last chat request."""
+    last = [r for r in h.events(ChatRequested) if r.purpose == "chat"][-1]
+    return [(m.role, m.content) for m in last.messages]
+
+
+async def test_messages_sent_during_a_background_compression_stay_in_order(tmp_path):
+    async with open_harness(*specs(tmp_path, HeldSummaries)) as h:
+        await opened(h, messages=tuple(convo(12)))
+        await h.inject(CompressRequested(reason="user"))
+        started = h.expect(CompressionStarted)
+        summary_request = next(r for r in h.events(ChatRequested) if r.purpose == "summary")
+        assert summary_request.options.num_ctx == 8192, "the same runner options as chat"
+        assert summary_request.num_predict <= 1024
+        for text in ("during one", "during two", "during three"):
+            await h.inject(UserSubmitted(text=text))
+        await h.inject(
+            ReplyCompleted(request_id=summary_request.request_id, content="Goal: a short summary.")
+        )
+        done = h.expect(CompressionCompleted)
+        assert done.covered_ids == started.covered_ids
+        await h.inject(UserSubmitted(text="after"))
+        prompt = next_prompt(h)
+        users = [c for r, c in prompt if r == "user"]
+        assert users[-4:] == ["during one", "during two", "during three", "after"]
+        assert sum(SUMMARY_HEADER in c for _, c in prompt) == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["error", "timeout", "empty", "inflated", "cancelled"],
+)
+async def test_each_kind_of_summarizer_failure_leaves_the_conversation_byte_identical(
+    tmp_path, failure
+):
+    async with open_harness(*specs(tmp_path, HeldSummaries)) as h:
+        await opened(h, messages=tuple(convo(12)))
+        await h.inject(UserSubmitted(text="before"))
+        before = next_prompt(h)
+        await h.inject(CompressRequested(reason="auto"))
+        rid = next(r for r in h.events(ChatRequested) if r.purpose == "summary").request_id
+        outcome = {
+            "error": ReplyFailed(
+                request_id=rid, failure="server_error", message="Ollama answered HTTP 500"
+            ),
+            "timeout": ReplyFailed(
+                request_id=rid, failure="timeout", message="Ollama sent nothing for 300 s"
+            ),
+            "empty": ReplyCompleted(request_id=rid, content=""),
+            "inflated": ReplyCompleted(request_id=rid, content="word " * 50_000),
+            "cancelled": ReplyCancelled(request_id=rid),
+        }[failure]
+        await h.inject(outcome)
+        assert h.events(CompressionCompleted) == []
+        assert h.expect(CompressionFailed).message.endswith(
+            ("until you ask for /context compress", "the conversation is unchanged")
+        )
+        await h.inject(UserSubmitted(text="after"))
+        after = next_prompt(h)
+        assert after[: len(before)] == before, "everything before is byte-identical"
+        if failure != "cancelled":
+            await h.inject(CompressRequested(reason="auto"))
+            assert h.events(CompressionStarted)[-1].strategy == "truncate", "auto now truncates"
+            await h.inject(CompressRequested(reason="user"))
+
+
+async def test_restoring_the_pre_compression_snapshot_gives_back_the_exact_conversation(tmp_path):
+    async with open_harness(*specs(tmp_path)) as h:
+        await opened(h, messages=tuple(convo(12)))
+        await h.inject(UserSubmitted(text="last question"))
+        before = next_prompt(h)
+        await h.inject(CompressRequested(reason="user"))
+        done = h.expect(CompressionCompleted)
+        assert done.snapshot_id
+        await h.inject(RestoreRequested(snapshot_id=done.snapshot_id))
+        state = h.expect(SnapshotRestored).state
+        assert state.summary == "" and state.pinned == ()
+        await h.inject(UserSubmitted(text="again"))
+        after = next_prompt(h)
+        assert after[: len(before)] == before
+
+
+async def test_an_emergency_overrides_a_summary_in_progress_and_a_second_request_joins(tmp_path):
+    async with open_harness(*specs(tmp_path, HeldSummaries)) as h:
+        await opened(h, messages=tuple(convo(12)))
+        await h.inject(CompressRequested(reason="auto"))
+        await h.inject(CompressRequested(reason="auto"))
+        assert len(h.events(CompressionStarted)) == 1, "the second request joined"
+        await h.inject(CompressRequested(reason="emergency"))
+        done = h.expect(CompressionCompleted)
+        assert done.strategy == "truncate"
+        assert len(h.events(CompressionStarted)) == 1
+
+
+async def _long_run(h, turns: int, num_ctx: int, words: int) -> None:
+    for t in range(turns):
+        await h.inject(UserSubmitted(text=f"turn {t}: " + "alpha beta gamma delta " * words))
+
+
+@pytest.mark.parametrize(("num_ctx", "words"), [(3482, 32), (6963, 90), (27853, 520)])
+async def test_200_turns_never_overflow_and_keep_exactly_one_summary_block(
+    tmp_path, num_ctx, words
+):
+    async with open_harness(*specs(tmp_path)) as h:
+        await opened(h, num_ctx=num_ctx)
+        await _long_run(h, 200, num_ctx, words)
+        failures = h.events(ReplyFailed)
+        assert failures == [], failures[:1]
+        compressions = h.events(CompressionCompleted)
+        assert len(compressions) >= 20
+        chats = [r for r in h.events(ChatRequested) if r.purpose == "chat"]
+        assert len(chats) == 200
+        from ollm.providers.scripted import scripted_prompt_tokens
+
+        assert max(scripted_prompt_tokens(r.messages) for r in chats) <= num_ctx
+        last = chats[-1].messages
+        assert sum(SUMMARY_HEADER in m.content for m in last) == 1
+        assert sum(m.role == "system" for m in last) == 2
+
+
+async def test_a_4k_window_with_a_700_token_system_prompt_always_frees_something(tmp_path):
+    system = "Follow the house rules. " * 116  # about 700 tokens
+    async with open_harness(*specs(tmp_path)) as h:
+        state = ConversationState(system_prompt=system)
+        await h.publish(SessionOpened(session_id="s", state=state))
+        await h.inject(ModelSelected(model="m", size=4096, num_ctx=3482))
+        await _long_run(h, 80, 3482, 8)
+        assert h.events(ReplyFailed) == []
+        assert len(h.events(CompressionCompleted)) >= 5
+        chats = [r for r in h.events(ChatRequested) if r.purpose == "chat"]
+        assert all(r.messages[0].content == system for r in chats), (
+            "the system prompt is never touched"
+        )
