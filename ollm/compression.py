@@ -32,56 +32,115 @@ PRESERVE_SHARE = 0.40
 SUMMARY_SHARE = 0.15
 """Nor the summary this share."""
 
-_ANCHORS = [
-    re.compile(r"https?://[^\s)>\]\"']+"),  # URLs
-    re.compile(r"(?<![\w/])(?:[\w.-]+/)+[\w.-]+\.[A-Za-z0-9]{1,8}\b"),  # paths with a folder
-    re.compile(
-        r"\b[\w-]+\.(?:py|rs|go|ts|js|tsx|jsx|md|json|yaml|yml|toml|txt|c|h|cpp|java|sh|sql|cfg|ini)\b"
-    ),
-    re.compile(
-        r"\b\d+(?:\.\d+)?\s?(?:ms|s|min|h|KB|KiB|MB|MiB|GB|GiB|TB|tokens|%|px|°C|Hz|MHz|GHz)(?![\w])"
-    ),
-    re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b"),  # CONSTANT_CODES like COMPILE_ERR_404
-    re.compile(r"\b(?:E|ERR|HTTP|RFC|CVE)[- ]?\d{2,}(?:-\d+)?\b"),  # error / spec codes
-    re.compile(r"`([^`\n]{2,60})`"),  # code spans: identifiers the user quoted
-    re.compile(r"\b[a-z]+(?:_[a-z0-9]+)+\b"),  # snake_case identifiers
-    re.compile(r"\b[a-z]+(?:[A-Z][a-z0-9]+)+\b"),  # camelCase identifiers
-    re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)+\b"),  # CamelCase identifiers
-]
-_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
-_DIRECTIVE = re.compile(
-    r"\b(?:always|never|don't|do not|must not|mustn't|must|avoid)\b", re.IGNORECASE
+_URL = re.compile(r"https?://[^\s)>\]\"']+")
+_CODE = re.compile(r"`([^`\n]{2,60})`")
+_UNITS = frozenset(
+    [
+        "ms",
+        "s",
+        "min",
+        "h",
+        "KB",
+        "KiB",
+        "MB",
+        "MiB",
+        "GB",
+        "GiB",
+        "TB",
+        "tokens",
+        "%",
+        "px",
+        "°C",
+        "Hz",
+        "MHz",
+        "GHz",
+    ]
 )
+_QUANTITY = re.compile(
+    r"\d+(?:\.\d+)?(?:ms|s|min|h|KB|KiB|MB|MiB|GB|GiB|TB|tokens|%|px|°C|Hz|MHz|GHz)"
+)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_PATH = re.compile(r"(?:[\w.-]+/)+[\w.-]+\.[A-Za-z0-9]{1,8}")
+_FILE = re.compile(
+    r"[\w-]+\.(?:py|rs|go|ts|js|tsx|jsx|md|json|yaml|yml|toml|txt|c|h|cpp|java|sh|sql|cfg|ini)"
+)
+_CONSTANT = re.compile(r"[A-Z][A-Z0-9]*_[A-Z0-9_]+")  # COMPILE_ERR_404
+_SNAKE = re.compile(r"[a-z]+(?:_[a-z0-9]+)+")
+_CAMEL = re.compile(r"[a-z]+(?:[A-Z][a-z0-9]+)+|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)+")
+_ERROR_CODE = re.compile(r"(?:E|ERR|HTTP|RFC|CVE)-?\d{2,}(?:-\d+)?")
+_EDGES = "()[]{}<>\"',;:!?*"
+_DIRECTIVES = ("always", "never", "don't", "do not", "must", "avoid")
+_SENTENCE_END = ".!?\n"
 
 
 def instructions(text: str) -> list[str]:
     """The user's standing instructions: sentences with always/never/don't/must/avoid.
 
-    Sentence by sentence, so the cost stays linear in the text's length.
+    Found by plain substring search, then widened to the sentence: linear in the text.
     """
-    return [s.strip() for s in _SENTENCE.findall(text) if _DIRECTIVE.search(s)]
+    lowered = text.lower()
+    spans: set[tuple[int, int]] = set()
+    for word in _DIRECTIVES:
+        at = lowered.find(word)
+        while at != -1:
+            before = lowered[at - 1] if at else " "
+            after = lowered[at + len(word)] if at + len(word) < len(lowered) else " "
+            if not before.isalnum() and not after.isalnum():
+                start = max(text.rfind(c, 0, at) for c in _SENTENCE_END) + 1
+                ends = [e for e in (text.find(c, at) for c in _SENTENCE_END) if e != -1]
+                end = min(ends) + 1 if ends else len(text)
+                spans.add((start, end))
+            at = lowered.find(word, at + 1)
+    return [text[a:b].strip() for a, b in sorted(spans)]
+
+
+def _word_anchors(text: str) -> list[str]:
+    words = text.split()
+    found: list[str] = []
+    for index, raw in enumerate(words):
+        word = raw.strip(_EDGES).rstrip(".")
+        if len(word) < 2:
+            continue
+        first = word[0]
+        if first.isdigit():
+            if _QUANTITY.fullmatch(word):
+                found.append(word)
+            elif index + 1 < len(words) and _NUMBER.fullmatch(word):
+                unit = words[index + 1].strip(_EDGES).rstrip(".")
+                if unit in _UNITS:
+                    found.append(f"{word} {unit}")
+            continue
+        if "/" in word or "." in word:
+            if ("/" in word and _PATH.fullmatch(word)) or _FILE.fullmatch(word):
+                found.append(word)
+            continue
+        if "_" in word:
+            if _CONSTANT.fullmatch(word) or _SNAKE.fullmatch(word):
+                found.append(word)
+            continue
+        mixed_case = not (word.islower() or word.isupper())
+        if (first in "EHRC" and _ERROR_CODE.fullmatch(word)) or (
+            mixed_case and _CAMEL.fullmatch(word)
+        ):
+            found.append(word)
+    return found
 
 
 def anchors(messages: Sequence[Message]) -> list[str]:
-    """What a summary of `messages` must not lose, in order of appearance, without repeats."""
-    found: list[str] = []
-    seen: set[str] = set()
-
-    def keep(text: str) -> None:
-        text = text.strip().rstrip(".,;:")
-        if len(text) >= 2 and text not in seen:
-            seen.add(text)
-            found.append(text)
-
+    """What a summary of `messages` must not lose (paths, identifiers, numbers with units,
+    URLs, error codes, the user's instructions), in order of appearance, without repeats."""
+    found: dict[str, None] = {}
     for message in messages:
         text = message.content
-        for pattern in _ANCHORS:
-            for match in pattern.finditer(text):
-                keep(match.group(1) if pattern.groups else match.group(0))
+        candidates = [m.group(0).rstrip(".,;:") for m in _URL.finditer(text)]
+        candidates += [m.group(1).strip() for m in _CODE.finditer(text)]
+        candidates += [w for w in _word_anchors(text) if not w.startswith(("http://", "https://"))]
         if message.role == "user":
-            for sentence in instructions(text):
-                keep(sentence)
-    return found
+            candidates += instructions(text)
+        for candidate in candidates:
+            if len(candidate) >= 2:
+                found.setdefault(candidate, None)
+    return list(found)
 
 
 def message_tokens(message: Message) -> int:

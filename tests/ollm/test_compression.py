@@ -102,8 +102,8 @@ def test_anchors_are_collected_from_the_span():
         "250 ms",
         "https://example.org/docs/config",
         "max_retries",
-        "Never push directly to main",
-        "Always run the tests first",
+        "Never push directly to main.",
+        "Always run the tests first.",
     ]:
         assert expected in found
 
