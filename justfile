@@ -34,6 +34,7 @@ bench:
     {{py}} scripts/bench_accounting.py
     {{py}} scripts/bench_memory.py
     {{py}} scripts/bench_snapshots.py
+    {{py}} scripts/bench_compression.py
 
 # start the chat REPL
 chat *ARGS:

@@ -302,3 +302,35 @@ async def test_a_4k_window_with_a_700_token_system_prompt_always_frees_something
         assert all(r.messages[0].content == system for r in chats), (
             "the system prompt is never touched"
         )
+
+
+@pytest.mark.parametrize(("size", "words"), [(4096, 32), (8192, 90), (32768, 520)])
+async def test_200_turns_against_the_ollama_test_server(tmp_path, size, words):
+    from ollm.events import TruncationDetected
+    from tests.fakes.ollama_server import open_ollama_server, prompt_tokens
+
+    from .live import open_live
+
+    manager = ChildSpec(
+        name="snapshot_manager",
+        factory=lambda: SnapshotManagerActor(SnapshotStore(tmp_path), RetentionPolicy(keep=5)),
+    )
+    async with (
+        open_ollama_server() as server,
+        open_live(server, size=size, extra=(manager,)) as live,
+    ):
+        num_ctx = live.selected.num_ctx
+        for t in range(200):
+            await live.say(f"turn {t}: " + "alpha beta gamma delta " * words)
+        assert live.h.events(ReplyFailed) == []
+        assert live.h.events(TruncationDetected) == []
+        assert len(live.h.events(CompressionCompleted)) >= 20
+        chats = [
+            c for c in server.chats() if c["messages"] and c["options"].get("num_predict", 0) > 0
+        ]
+        assert all(prompt_tokens(c["messages"]) <= num_ctx for c in chats)
+        assert all(c["options"]["num_ctx"] == num_ctx for c in server.chats())
+        last = [c for c in server.chats() if c["messages"]][-1]["messages"]
+        assert sum(SUMMARY_HEADER in m["content"] for m in last) <= 1
+        final_chat = [r for r in live.h.events(ChatRequested) if r.purpose == "chat"][-1]
+        assert sum(SUMMARY_HEADER in m.content for m in final_chat.messages) == 1
