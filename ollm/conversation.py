@@ -139,8 +139,10 @@ class Conversation:
                 self.__dict__.update(restored.__dict__)
                 self.next_message = max(counters[0], self.next_message)
                 self.next_request = max(counters[1], self.next_request)
-            case ContextCleared():
+            case ContextCleared(keep_summary=keep):
                 self.messages.clear()
+                if not keep:
+                    self.summary, self.pinned = "", ()
             case CompressionCompleted(covered_ids=covered, summary=summary, pinned=pinned):
                 gone = set(covered)
                 self.messages = [m for m in self.messages if m.id not in gone]

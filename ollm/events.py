@@ -118,6 +118,16 @@ class UserSubmitted(Input, frozen=True, kw_only=True, tag="user.submitted"):
     text: str
 
 
+class ClearRequested(Input, frozen=True, kw_only=True, tag="user.clear_requested"):
+    """The user asks to clear the conversation (`/context clear`)."""
+
+
+class ServerInfo(Input, frozen=True, kw_only=True, tag="server.info"):
+    """What the Ollama server said about itself."""
+
+    version: str
+
+
 class CancelRequested(Input, frozen=True, kw_only=True, tag="user.cancel_requested"):
     """The user asked to stop the reply being generated (Ctrl-C)."""
 
@@ -371,7 +381,9 @@ class ResizeRequested(Event, frozen=True, kw_only=True, tag="context.resize_requ
     smaller: bool = True
     """Step down to the next option that fits (out of memory, low memory)."""
     size: int = 0
-    """A specific size instead (0 = none)."""
+    """A specific size instead (0 = none); it also turns auto-size off."""
+    auto: bool = False
+    """Turn auto-size on and size from free memory again (`/context auto`)."""
 
 
 class ResizeDeclined(Event, frozen=True, kw_only=True, tag="context.resize_declined"):
@@ -390,10 +402,12 @@ class UsageTrend(Event, frozen=True, kw_only=True, tag="usage.trend"):
 
 
 class ContextCleared(Event, frozen=True, kw_only=True, tag="context.cleared"):
-    """The conversation was cleared to the system prompt (and summary)."""
+    """The conversation was cleared to the system prompt (and the summary, if kept)."""
 
     reason: str
     snapshot_id: str = ""
+    keep_summary: bool = True
+    """False: the summary and pinned facts go too (`/context clear`)."""
 
 
 class UserNotified(Event, frozen=True, kw_only=True, tag="user.notified"):
@@ -492,6 +506,8 @@ class MemoryRecovered(Event, frozen=True, kw_only=True, tag="memory.recovered"):
 DomainEvent = (
     UserSubmitted
     | CancelRequested
+    | ClearRequested
+    | ServerInfo
     | ModelSelected
     | SessionOpened
     | ModelLoaded

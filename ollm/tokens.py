@@ -150,6 +150,7 @@ class Accounting:
         self.correction = 0  # the anchored prompt no longer exists
 
     def reset(self, messages: tuple[Message, ...]) -> None:
+        """Recount from scratch (keeps the model, num_ctx, calibration and cache)."""
         self.messages.clear()
         self.raw_total = self.overhead_total = self.correction = 0
         for message in messages:

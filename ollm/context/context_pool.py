@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from msgspec.structs import replace
+
 from actors import Actor, Context
 
 from ..events import (
@@ -179,8 +181,12 @@ class ContextPoolActor(Actor[Accepted]):
             case ModelSelected():
                 state.selected, state.loaded = event, None
                 await self._choose(ctx, None, "")
+            case ResizeRequested(reason=reason, auto=True) if state.selected is not None:
+                state.selected = replace(state.selected, auto_size=True)
+                await self._choose(ctx, None, reason)
             case ResizeRequested(reason=reason) if state.selected is not None:
                 if event.size:
+                    state.selected = replace(state.selected, size=event.size, auto_size=False)
                     options = [o for o in state.selected.options if o.size <= event.size]
                     option = (
                         options[-1] if options else SizeOption(size=event.size, num_ctx=event.size)

@@ -20,7 +20,9 @@ from actors import Actor, Context
 from ..conversation import Conversation, oldest_turns_to_drop, turns
 from ..events import (
     ChatRequested,
+    ClearRequested,
     CompressionCompleted,
+    ContextCleared,
     ContextReduced,
     ContextSizeChosen,
     Message,
@@ -88,6 +90,7 @@ Accepted = (
     | ReplyCancelled
     | SnapshotRestored
     | CompressionCompleted
+    | ClearRequested
 )
 
 
@@ -106,6 +109,7 @@ class SessionActor(Actor[Accepted]):
         ReplyCancelled,
         SnapshotRestored,
         CompressionCompleted,
+        ClearRequested,
     )
 
     def __init__(
@@ -183,6 +187,8 @@ class SessionActor(Actor[Accepted]):
                 await self._unanswered(ctx, "cancelled by the user")
             case SnapshotRestored() | CompressionCompleted():
                 self.conversation.apply(event)
+            case ClearRequested():
+                await self._clear(ctx)
             case _:
                 pass
 
@@ -340,3 +346,11 @@ class SessionActor(Actor[Accepted]):
     def _last_user_id(self) -> str:
         last = next((m for m in reversed(self.conversation.messages) if m.role == "user"), None)
         return last.id if last else ""
+
+    async def _clear(self, ctx: Context) -> None:
+        """`/context clear`: a snapshot first (so it can be undone), then only the system
+        prompt is left; the next request holds it and the new message."""
+        await ctx.publish(SnapshotRequested(reason="manual"))
+        text = "the conversation was cleared; the snapshot just saved brings it back"
+        await self._emit(ctx, ContextCleared(reason=text, keep_summary=False))
+        await self._tell(ctx, "info", text)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from actors import Actor, Context
 
-from ..conversation import CONTEXT_ID, SYSTEM_ID, Conversation, render_context
+from ..conversation import Conversation
 from ..events import (
     ChatRequested,
     CompressionCompleted,
     ContextCleared,
     ContextReduced,
     ContextSizeChosen,
-    Message,
     MessageAdded,
     ModelSelected,
     ReplyCompleted,
@@ -22,6 +21,50 @@ from ..events import (
     UserNotified,
 )
 from ..tokens import Accounting
+
+STRUCTURAL = (SessionOpened, ContextReduced, ContextCleared, CompressionCompleted, SnapshotRestored)
+
+
+class Ledger:
+    """The token count of a conversation, kept from its events: the token counter's policy,
+    and the read model the REPL's status and `/context stats` use."""
+
+    def __init__(self) -> None:
+        self.accounting = Accounting()
+        self.conversation = Conversation()
+
+    def apply(self, event: object) -> tuple[bool, tuple[int, int] | None]:
+        """Fold one event in; returns (usage may have changed, (sent, counted) if the server
+        truncated)."""
+        acc = self.accounting
+        match event:
+            case SessionOpened():
+                self.accounting = acc = Accounting(cache=acc.cache)
+                self.conversation = Conversation()
+                self.conversation.apply(event)
+                acc.reset(tuple(self.conversation.prompt_messages()))
+            case ModelSelected(model=model):
+                acc.model = model
+            case ContextSizeChosen(num_ctx=num_ctx):
+                acc.num_ctx = num_ctx
+            case MessageAdded(message=message):
+                self.conversation.apply(event)
+                acc.add(message)
+            case ContextReduced() | ContextCleared() | CompressionCompleted() | SnapshotRestored():
+                # The conversation changed shape: recount it (O(messages), rare).
+                self.conversation.apply(event)
+                acc.reset(tuple(self.conversation.prompt_messages()))
+            case ChatRequested():
+                self.conversation.apply(event)
+                acc.on_request(event)
+                return False, None
+            case ReplyCompleted():
+                return True, acc.on_reply(event)
+            case _:
+                self.conversation.apply(event)
+                return False, None
+        return True, None
+
 
 Accepted = (
     SessionOpened
@@ -38,70 +81,41 @@ Accepted = (
 
 
 class TokenCounterActor(Actor[Accepted]):
-    """Keeps `Accounting` up to date and publishes `UsageChanged` after every change."""
+    """Keeps the `Ledger` up to date and publishes `UsageChanged` after every change."""
 
     accepts = (
-        SessionOpened,
+        *STRUCTURAL,
         ModelSelected,
         ContextSizeChosen,
         MessageAdded,
-        ContextReduced,
-        ContextCleared,
-        SnapshotRestored,
-        CompressionCompleted,
         ChatRequested,
         ReplyCompleted,
     )
 
     def __init__(self) -> None:
-        self.accounting = Accounting()
+        self.ledger = Ledger()
+
+    @property
+    def accounting(self) -> Accounting:
+        return self.ledger.accounting
 
     async def handle(self, event: Accepted, ctx: Context) -> None:
-        acc = self.accounting
-        match event:
-            case SessionOpened(state=state):
-                # A session (re)opening starts from scratch, as a fresh process would: that
-                # is what lets a resumed session's log replay through one runtime.
-                self.accounting = acc = Accounting()
-                acc.reset(tuple(Conversation.from_state(state).prompt_messages()))
-            case ModelSelected(model=model):
-                acc.model = model
-            case ContextSizeChosen(num_ctx=num_ctx):
-                acc.num_ctx = num_ctx
-            case MessageAdded(message=message):
-                acc.add(message)
-            case ContextReduced(removed_ids=removed):
-                acc.remove(removed)
-            case SnapshotRestored(state=state):
-                acc.reset(tuple(Conversation.from_state(state).prompt_messages()))
-            case CompressionCompleted(covered_ids=covered, summary=summary, pinned=pinned):
-                acc.remove(covered)
-                context = render_context(summary, pinned)
-                acc.remove((CONTEXT_ID,))
-                if context:
-                    acc.add(Message(id=CONTEXT_ID, role="system", content=context))
-            case ContextCleared():
-                acc.remove(tuple(i for i in acc.messages if i != SYSTEM_ID))
-            case ChatRequested():
-                acc.on_request(event)
-                return
-            case ReplyCompleted():
-                truncated = acc.on_reply(event)
-                if truncated is not None:
-                    sent, counted = truncated
-                    await ctx.publish(
-                        TruncationDetected(
-                            request_id=event.request_id, sent_tokens=sent, counted_tokens=counted
-                        )
-                    )
-                    await ctx.publish(
-                        UserNotified(
-                            level="warning",
-                            text=f"Ollama truncated the conversation: it counted {counted} "
-                            f"prompt tokens of about {sent} sent ({sent - counted} dropped)",
-                        )
-                    )
-        await self._publish_usage(ctx)
+        changed, truncated = self.ledger.apply(event)
+        if truncated is not None:
+            sent, counted = truncated
+            rid = event.request_id if isinstance(event, ReplyCompleted) else ""
+            await ctx.publish(
+                TruncationDetected(request_id=rid, sent_tokens=sent, counted_tokens=counted)
+            )
+            await ctx.publish(
+                UserNotified(
+                    level="warning",
+                    text=f"Ollama truncated the conversation: it counted {counted} "
+                    f"prompt tokens of about {sent} sent ({sent - counted} dropped)",
+                )
+            )
+        if changed:
+            await self._publish_usage(ctx)
 
     async def _publish_usage(self, ctx: Context) -> None:
         if not self.accounting.num_ctx:

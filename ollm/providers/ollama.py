@@ -24,6 +24,7 @@ from ..events import (
     ReplyCompleted,
     ReplyFailed,
     RunnerOptions,
+    ServerInfo,
     ToolCall,
 )
 from ..profiles import runner_options
@@ -281,13 +282,15 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
         self.active: dict[str, anyio.CancelScope] = {}
 
     async def on_start(self, ctx: Context) -> None:
-        ctx.start_soon(self._learn_version)
+        ctx.start_soon(self._learn_version, ctx)
 
-    async def _learn_version(self) -> None:
+    async def _learn_version(self, ctx: Context | None = None) -> None:
         try:
             self.server_version = await self.client.version()
         except ProviderError:
             self.server_version = ""
+        if ctx is not None and self.server_version:
+            await ctx.publish(ServerInfo(version=self.server_version))
 
     def supports_truncate(self) -> bool:
         return failures.version_at_least(self.server_version, TRUNCATE_SINCE)
