@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -21,6 +22,22 @@ from ..events import (
     ReplyFailed,
     UserNotified,
 )
+
+
+class CurrentStream:
+    """Writes to whatever `sys.stdout`/`sys.stderr` is at the moment of writing, so output
+    goes through prompt-toolkit's `patch_stdout` proxy (above the prompt) while one is active."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        stream: TextIO = getattr(sys, self.name)
+        return stream.write(text)
+
+    def flush(self) -> None:
+        stream: TextIO = getattr(sys, self.name)
+        stream.flush()
 
 
 @dataclass

@@ -44,6 +44,8 @@ from ..selection import SelectionError, select_model
 from ..sessions import SessionError, find_session, new_session_id, private_dir, restore, session_log
 from ..storage.store import SnapshotStore
 from .console import ConsoleActor, Turns
+from .status import Status
+from .waiters import Waiters
 
 EXIT_CODES: dict[FailureKind | None, int] = {
     None: 0,
@@ -86,10 +88,19 @@ class LiveSession:
     turns: Turns
     model: str
     num_ctx: int
+    settings: Settings
+    client: OllamaClient
+    profiles: Profiles
+    status: Status
+    waiters: Waiters
+    store: SnapshotStore
 
     async def send(self, text: str) -> None:
         self.turns.begin()
         await self.runtime.publish(UserSubmitted(text=text), source="cli")
+
+    async def publish(self, event: object) -> None:
+        await self.runtime.publish(event, source="cli")
 
     async def cancel(self) -> None:
         await self.runtime.publish(CancelRequested(), source="cli")
@@ -146,6 +157,13 @@ async def open_live_session(
         seed = new_seed()
         writer = LogWriter(path, make_header(settings, id_seed=seed, created_at=clock.now()))
         turns = Turns()
+        status = Status(
+            compress_at=settings.context.compression.threshold,
+            compression_enabled=settings.context.compression.enabled,
+        )
+        waiters = Waiters()
+        store = SnapshotStore(path.parent / "snapshots")
+        status.snapshots = len(store.listing().snapshots)
         specs = [
             *core_specs(settings),
             ChildSpec(
@@ -167,7 +185,7 @@ async def open_live_session(
             ChildSpec(
                 name="snapshot_manager",
                 factory=lambda: SnapshotManagerActor(
-                    SnapshotStore(path.parent / "snapshots"),
+                    store,
                     RetentionPolicy(
                         keep=settings.context.snapshots.max_count,
                         max_age_days=settings.context.snapshots.max_age_days,
@@ -185,6 +203,7 @@ async def open_live_session(
                 ids=SeededIds(seed),
                 recorder=Recorder(writer),
                 last_seq=last_seq,
+                taps=(status.apply, waiters.tap),
             ) as runtime:
                 await runtime.publish(
                     SessionOpened(session_id=session_id, state=state, resumed=resume is not None),
@@ -192,7 +211,18 @@ async def open_live_session(
                 )
                 await runtime.publish(selected, source="cli")
                 yield LiveSession(
-                    runtime, session_id, path, turns, selected.model, selected.num_ctx
+                    runtime,
+                    session_id,
+                    path,
+                    turns,
+                    selected.model,
+                    selected.num_ctx,
+                    settings,
+                    client,
+                    profiles,
+                    status,
+                    waiters,
+                    store,
                 )
         finally:
             writer.close()

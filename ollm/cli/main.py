@@ -141,6 +141,7 @@ def _flags(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
 
 def _chat(args: argparse.Namespace) -> int:
     from .chat import EXIT_CANCELLED, Start, run_oneshot, run_repl
+    from .console import CurrentStream
 
     try:
         settings = load_settings(args.config, flags=_flags(args))
@@ -154,7 +155,10 @@ def _chat(args: argparse.Namespace) -> int:
             if not prompt.strip():
                 return _fail("the prompt is empty; give text to -p, or pipe it to `-p -`", 2)
             return anyio.run(run_oneshot, settings, prompt, start, out, err, backend="asyncio")
-        return anyio.run(run_repl, settings, start, out, err, backend="asyncio")
+        # Through the current sys.stdout/stderr, so that prints land above the prompt.
+        live_out: Any = CurrentStream("stdout")
+        live_err: Any = CurrentStream("stderr")
+        return anyio.run(run_repl, settings, start, live_out, live_err, backend="asyncio")
     except KeyboardInterrupt:
         return EXIT_CANCELLED
 

@@ -69,6 +69,26 @@ def reply_budget(policy: SessionPolicy, num_ctx: int, used: int) -> int:
     return max(policy.min_reply_tokens, min(policy.max_reply_tokens, num_ctx - used))
 
 
+def chat_request(
+    conversation: Conversation,
+    model: ModelSelected,
+    num_ctx: int,
+    used: int,
+    policy: SessionPolicy,
+    attempt: int = 1,
+) -> ChatRequested:
+    """The request the session sends for the conversation as it is (also `/test prompt`)."""
+    return ChatRequested(
+        request_id=conversation.new_request_id(),
+        model=model.model,
+        messages=conversation.chat_messages(),
+        options=runner_options(num_ctx),
+        num_predict=reply_budget(policy, num_ctx, used),
+        think=policy.think if model.thinking else None,
+        attempt=attempt,
+    )
+
+
 def overflow_share(n_prompt: int, n_ctx: int) -> float:
     """The share of the conversation to drop so that an `n_prompt` prompt fits `n_ctx`."""
     if n_prompt <= 0 or n_ctx <= 0:
@@ -295,14 +315,8 @@ class SessionActor(Actor[Accepted]):
         user = next((m for m in reversed(self.conversation.messages) if m.role == "user"), None)
         if model is None or user is None:
             return
-        request = ChatRequested(
-            request_id=self.conversation.new_request_id(),
-            model=model.model,
-            messages=self.conversation.chat_messages(),
-            options=runner_options(self.num_ctx),
-            num_predict=reply_budget(self.policy, self.num_ctx, self.used),
-            think=self.policy.think if model.thinking else None,
-            attempt=attempt,
+        request = chat_request(
+            self.conversation, model, self.num_ctx, self.used, self.policy, attempt
         )
         self.in_flight = InFlight(request.request_id, user.id, attempt)
         await self._emit(ctx, request)

@@ -1,0 +1,301 @@
+"""Slash commands: `/context` and its subcommands, `/test prompt`, `/model`, `/help`.
+
+The table is built per REPL (no module-level registry). Every command given bad arguments
+prints its usage line and one sentence, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..context.session import SessionPolicy, chat_request
+from ..conversation import Conversation
+from ..events import (
+    ClearRequested,
+    CompressionCompleted,
+    CompressionFailed,
+    CompressRequested,
+    ContextCleared,
+    ContextSizeChosen,
+    Message,
+    ModelLoaded,
+    ModelLoadFailed,
+    ResizeDeclined,
+    ResizeRequested,
+    RestoreFailed,
+    RestoreRequested,
+    SnapshotCreated,
+    SnapshotFailed,
+    SnapshotRequested,
+    SnapshotRestored,
+)
+from ..providers import failures
+from ..providers.ollama import TRUNCATE_SINCE, build_chat_payload
+from ..selection import SelectionError, select_model
+from ..storage.store import IdError
+from . import render
+from .live import LiveSession
+
+Ask = Callable[[str], Awaitable[str]]
+
+
+class CommandError(Exception):
+    def __init__(self, usage: str, sentence: str) -> None:
+        super().__init__(sentence)
+        self.usage = usage
+        self.sentence = sentence
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    summary: str
+    run: Callable[[list[str]], Awaitable[str | None]]
+
+
+class Quit(Exception):
+    """The user asked to end the session."""
+
+
+class Commands:
+    def __init__(self, live: LiveSession, ask: Ask, now: Callable[[], float]) -> None:
+        self.live = live
+        self.ask = ask
+        self.now = now
+        self.timeout = live.settings.ollama.timeout
+        c = Command
+        self.context: dict[str, Command] = {
+            "": c("", "/context", "the status box", self._status),
+            "size": c(
+                "size", "/context size <tokens>", "pick a context size (auto-size off)", self._size
+            ),
+            "auto": c(
+                "auto", "/context auto", "size the context from free memory again", self._auto
+            ),
+            "snapshot": c("snapshot", "/context snapshot", "save a snapshot now", self._snapshot),
+            "restore": c(
+                "restore",
+                "/context restore [id]",
+                "restore a snapshot (no id: pick one)",
+                self._restore,
+            ),
+            "list": c("list", "/context list", "the session's snapshots, newest first", self._list),
+            "clear": c(
+                "clear", "/context clear", "clear the conversation (a snapshot first)", self._clear
+            ),
+            "compress": c(
+                "compress", "/context compress", "compress the conversation now", self._compress
+            ),
+            "stats": c(
+                "stats", "/context stats", "per-message tokens, calibration, history", self._stats
+            ),
+        }
+        self.top: dict[str, Command] = {
+            "/help": c("/help", "/help", "this list", self._help),
+            "/test": c(
+                "/test", "/test prompt", "the exact JSON the next request sends", self._test
+            ),
+            "/model": c(
+                "/model", "/model <name>", "switch model (its sizing applies)", self._model
+            ),
+            "/quit": c("/quit", "/quit", "end the session (Ctrl-D too)", self._quit),
+            "/exit": c("/exit", "/exit", "end the session", self._quit),
+        }
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def completions(self) -> dict[str, list[str]]:
+        return {"/context": [k for k in self.context if k], **{k: [] for k in self.top}}
+
+    async def run(self, line: str) -> str | None:
+        """The output of a command line (None: nothing to print).
+
+        Raises:
+            Quit: the user asked to end the session.
+        """
+        words = line.split()
+        name, args = words[0], words[1:]
+        try:
+            if name == "/context":
+                sub = args[0] if args else ""
+                command = self.context.get(sub)
+                if command is None:
+                    raise CommandError(
+                        "/context [size|auto|snapshot|restore|list|clear|compress|stats]",
+                        f"{sub!r} is not a /context subcommand",
+                    )
+                return await command.run(args[1:])
+            command = self.top.get(name)
+            if command is None:
+                raise CommandError("/help", f"{name} is not a command; /help lists them")
+            return await command.run(args)
+        except CommandError as exc:
+            return f"usage: {exc.usage}\n{exc.sentence}"
+
+    def _no_args(self, command: Command, args: list[str]) -> None:
+        if args:
+            raise CommandError(command.usage, f"{command.usage.split()[-1]} takes no arguments")
+
+    # --- the commands ----------------------------------------------------------------------
+
+    async def _help(self, args: list[str]) -> str:
+        lines = ["commands:"]
+        for command in [*self.top.values(), *self.context.values()]:
+            lines.append(f"  {command.usage:<28} {command.summary}")
+        lines.append("Ctrl-C stops a reply; Esc then Enter adds a line; Ctrl-D ends the session.")
+        return "\n".join(lines)
+
+    async def _status(self, args: list[str]) -> str:
+        return render.status_box(self.live.status)
+
+    async def _size(self, args: list[str]) -> str:
+        usage = self.context["size"].usage
+        if len(args) != 1:
+            raise CommandError(usage, "give the size in tokens, e.g. /context size 8192")
+        try:
+            size = int(args[0].replace(",", "").replace("_", ""))
+        except ValueError:
+            raise CommandError(usage, f"{args[0]!r} is not a number of tokens") from None
+        selected = self.live.status.selected
+        top = selected.model_max if selected and selected.model_max else 0
+        if size < 256 or (top and size > top):
+            allowed = f"from 256 to {top}" if top else "at least 256"
+            raise CommandError(usage, f"{size} is not a usable size; use {allowed}")
+        chosen = await self._resize(ResizeRequested(reason=f"/context size {size}", size=size))
+        return chosen
+
+    async def _auto(self, args: list[str]) -> str:
+        self._no_args(self.context["auto"], args)
+        return await self._resize(ResizeRequested(reason="/context auto", auto=True))
+
+    async def _resize(self, request: ResizeRequested) -> str:
+        chosen = self.live.waiters.expect(
+            lambda e: isinstance(e, ContextSizeChosen | ResizeDeclined)
+        )
+        await self.live.publish(request)
+        event = await chosen.wait(self.timeout)
+        if not isinstance(event, ContextSizeChosen):
+            return f"the size did not change: {getattr(event, 'reason', 'no answer')}"
+        loaded = self.live.waiters.expect(
+            lambda e: isinstance(e, ModelLoaded | ModelLoadFailed) and e.model == event.model
+        )
+        result = await loaded.wait(self.timeout)
+        if isinstance(result, ModelLoadFailed):
+            return f"num_ctx {event.num_ctx} chosen, but reloading failed: {result.message}"
+        return (
+            f"num_ctx is now {event.num_ctx} (size {event.size}); "
+            f"{event.model} was reloaded with it"
+        )
+
+    async def _snapshot(self, args: list[str]) -> str | None:
+        self._no_args(self.context["snapshot"], args)
+        done = self.live.waiters.expect(
+            lambda e: isinstance(e, SnapshotCreated | SnapshotFailed) and e.reason == "manual"
+        )
+        await self.live.publish(SnapshotRequested(reason="manual"))
+        await done.wait(self.timeout)
+        return None  # the snapshot manager's notice says what happened
+
+    async def _restore(self, args: list[str]) -> str | None:
+        usage = self.context["restore"].usage
+        if len(args) > 1:
+            raise CommandError(usage, "give one snapshot id")
+        wanted = args[0] if args else await self._pick()
+        if not wanted:
+            return "nothing restored"
+        try:
+            self.live.store.resolve(wanted)
+        except IdError as exc:
+            raise CommandError(usage, str(exc)) from None
+        done = self.live.waiters.expect(lambda e: isinstance(e, SnapshotRestored | RestoreFailed))
+        await self.live.publish(RestoreRequested(snapshot_id=wanted))
+        await done.wait(self.timeout)
+        return None  # the snapshot manager's notice says what happened
+
+    async def _pick(self) -> str:
+        listing = self.live.store.listing()
+        if not listing.snapshots:
+            return ""
+        print_list = render.snapshot_list(listing.snapshots, listing.problems, self.now())
+        answer = (
+            await self.ask(f"{print_list}\nrestore which? (number or id; Enter cancels) ")
+        ).strip()
+        if answer.isdigit() and 1 <= int(answer) <= len(listing.snapshots):
+            return listing.snapshots[int(answer) - 1].id
+        return answer
+
+    async def _list(self, args: list[str]) -> str:
+        self._no_args(self.context["list"], args)
+        listing = self.live.store.listing()
+        return render.snapshot_list(listing.snapshots, listing.problems, self.now())
+
+    async def _clear(self, args: list[str]) -> str | None:
+        self._no_args(self.context["clear"], args)
+        done = self.live.waiters.expect(lambda e: isinstance(e, ContextCleared))
+        await self.live.publish(ClearRequested())
+        await done.wait(self.timeout)
+        return None
+
+    async def _compress(self, args: list[str]) -> str | None:
+        self._no_args(self.context["compress"], args)
+        done = self.live.waiters.expect(
+            lambda e: isinstance(e, CompressionCompleted | CompressionFailed)
+        )
+        await self.live.publish(CompressRequested(reason="user"))
+        await done.wait(self.timeout)
+        return None
+
+    async def _stats(self, args: list[str]) -> str:
+        self._no_args(self.context["stats"], args)
+        return render.stats(self.live.status)
+
+    async def _test(self, args: list[str]) -> str:
+        if args != ["prompt"]:
+            raise CommandError(self.top["/test"].usage, "the only test is `/test prompt`")
+        status = self.live.status
+        if status.selected is None or status.chosen is None:
+            return "no model is ready yet"
+        conversation = Conversation.from_state(status.ledger.conversation.state())
+        placeholder = Message(
+            id=conversation.new_message_id(), role="user", content="<your next message>"
+        )
+        conversation.messages.append(placeholder)
+        settings = self.live.settings
+        policy = SessionPolicy(
+            max_reply_tokens=settings.ollama.max_reply_tokens, think=settings.ollama.think
+        )
+        request = chat_request(
+            conversation, status.selected, status.chosen.num_ctx, status.used, policy
+        )
+        truncate = failures.version_at_least(status.server_version, TRUNCATE_SINCE)
+        payload = build_chat_payload(
+            request, keep_alive=settings.ollama.keep_alive, truncate=truncate
+        )
+        return "POST /api/chat\n" + json.dumps(payload, indent=2, ensure_ascii=False)
+
+    async def _model(self, args: list[str]) -> str:
+        usage = self.top["/model"].usage
+        if len(args) != 1:
+            raise CommandError(usage, "give one model name, e.g. /model llama3.1:8b")
+        try:
+            selected = await select_model(
+                self.live.client, self.live.settings, self.live.profiles, model=args[0]
+            )
+        except SelectionError as exc:
+            raise CommandError(usage, str(exc)) from None
+        loaded = self.live.waiters.expect(
+            lambda e: isinstance(e, ModelLoaded | ModelLoadFailed) and e.model == selected.model
+        )
+        await self.live.publish(selected)
+        result = await loaded.wait(self.timeout)
+        if isinstance(result, ModelLoadFailed):
+            return f"switched to {selected.model}, but loading it failed: {result.message}"
+        chosen = self.live.status.chosen
+        num_ctx = chosen.num_ctx if chosen else selected.num_ctx
+        return f"now chatting with {selected.model}, num_ctx {num_ctx} ({selected.how})"
+
+    async def _quit(self, args: list[str]) -> str:
+        raise Quit

@@ -1,0 +1,142 @@
+"""Text the REPL prints: the status box, the toolbar, stats, snapshot lists (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..events import CompressionCompleted
+from ..storage.snapshot_file import SnapshotMeta
+from .status import Status
+
+GB = 1e9
+SPARKS = "▁▂▃▄▅▆▇█"
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+BOX_WIDTH = 56
+
+
+def pct(part: float, whole: float) -> int:
+    return round(100 * part / whole) if whole else 0
+
+
+def _gb(n: float) -> str:
+    return f"{n / GB:.1f}"
+
+
+def _size(n: float) -> str:
+    if n >= 1024**3:
+        return f"{n / 1024**3:.1f} GB"
+    return f"{n / 1024**2:.0f} MB"
+
+
+def status_lines(status: Status) -> list[str]:
+    lines = [
+        f"Model: {status.model}",
+        f"Context: {status.used:,} / {status.limit:,} tokens ({pct(status.used, status.limit)}%)",
+    ]
+    gpu = status.gpu()
+    if gpu is None:
+        source = (
+            "reported by Ollama only" if status.memory_source == "ollama" else "not sampled yet"
+        )
+        lines.append(f"VRAM: {source}")
+    else:
+        used = gpu.total_bytes - gpu.free_bytes
+        label = "VRAM" if gpu.device != "host" else "Memory (host)"
+        lines.append(
+            f"{label}: {_gb(used)} / {_gb(gpu.total_bytes)} GB ({pct(used, gpu.total_bytes)}%)"
+        )
+    kv = status.kv_bytes()
+    lines.append(f"KV Cache: {status.kv_type}" + (f" ({_size(kv)})" if kv is not None else ""))
+    lines.append(f"Snapshots: {status.snapshots} available")
+    if status.compression_enabled:
+        lines.append(f"Auto-compress: enabled at {round(status.compress_at * 100)}%")
+    else:
+        lines.append("Auto-compress: disabled")
+    return lines
+
+
+def status_box(status: Status) -> str:
+    lines = status_lines(status)
+    width = max(BOX_WIDTH, max(len(line) for line in lines) + 4)
+    title = "─ Context Status "
+    top = "┌" + title + "─" * (width - 2 - len(title)) + "┐"
+    body = [f"│ {line:<{width - 4}} │" for line in lines]
+    return "\n".join([top, *body, "└" + "─" * (width - 2) + "┘"])
+
+
+def toolbar(status: Status, now: float) -> str:
+    parts = [
+        status.model,
+        f"{status.used:,} / {status.limit:,} tokens ({pct(status.used, status.limit)}%)",
+    ]
+    gpu = status.gpu()
+    if gpu is not None:
+        used = gpu.total_bytes - gpu.free_bytes
+        parts.append(
+            f"{'VRAM' if gpu.device != 'host' else 'RAM'} {_gb(used)}/{_gb(gpu.total_bytes)} GB"
+        )
+    if status.compressing_since is not None:
+        elapsed = max(0.0, now - status.compressing_since)
+        parts.append(f"{SPINNER[int(elapsed * 8) % len(SPINNER)]} compressing {elapsed:.0f}s")
+    return " │ ".join(parts)
+
+
+def sparkline(values: Sequence[int], top: int) -> str:
+    if not values:
+        return "(no turns yet)"
+    top = top or max(values) or 1
+    return "".join(SPARKS[min(len(SPARKS) - 1, v * len(SPARKS) // (top + 1))] for v in values)
+
+
+def stats(status: Status) -> str:
+    acc = status.ledger.accounting
+    conversation = status.ledger.conversation
+    lines = ["Context statistics", ""]
+    lines.append(f"{'message':<10}{'role':<11}{'tokens':>8}  text")
+    for message in conversation.prompt_messages():
+        counted = acc.messages.get(message.id)
+        tokens = counted.tokens(acc.factor) if counted else 0
+        text = " ".join(message.content.split())[:44]
+        lines.append(f"{message.id:<10}{message.role:<11}{tokens:>8}  {text}")
+    cache = acc.cache
+    lines += [
+        "",
+        f"total: {status.used:,} of {status.limit:,} tokens ({pct(status.used, status.limit)}%), "
+        f"calibration factor {acc.factor:.3f} (tokens per chars/4 estimate) for {status.model}",
+        f"count cache: {cache.hits} hits, {cache.misses} misses ({cache.hit_rate:.0%} hit rate)",
+        f"usage per turn: {sparkline(list(status.usage_per_turn), status.limit)}",
+        "compressions:",
+    ]
+    if not status.compressions:
+        lines.append("  none yet")
+    for c in status.compressions:
+        if isinstance(c, CompressionCompleted):
+            lines.append(
+                f"  {c.ref}: {c.strategy}, {c.original_tokens:,} → {c.compressed_tokens:,} "
+                f"tokens ({len(c.covered_ids)} messages), snapshot {c.snapshot_id or '-'}"
+            )
+        else:
+            lines.append(f"  {c.ref}: failed: {c.message}")
+    return "\n".join(lines)
+
+
+def ago(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m ago"
+    if seconds < 86400:
+        return f"{seconds / 3600:.0f}h ago"
+    return f"{seconds / 86400:.0f}d ago"
+
+
+def snapshot_list(snapshots: Sequence[SnapshotMeta], problems: Sequence[str], now: float) -> str:
+    if not snapshots and not problems:
+        return "no snapshots yet; `/context snapshot` saves one"
+    lines = [
+        f"{i:>3}. {m.id:<8} {m.reason:<15} {ago(now - m.created_at):>9}  "
+        f"{m.tokens:,} tokens, {m.messages} messages"
+        for i, m in enumerate(snapshots, start=1)
+    ]
+    lines += [f"  ! {p}" for p in problems]
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""The interactive REPL: prompt-toolkit on a terminal, plain lines on a pipe.
+
+Replies stream as they arrive and notices print above the prompt (`patch_stdout`); a bottom
+toolbar shows live usage, memory and a spinner while compressing; history lives in the
+user's state directory; slash commands, their arguments and snapshot ids complete; Ctrl-C
+stops a reply and keeps the conversation, Ctrl-D ends the session; Esc then Enter adds a
+line; `NO_COLOR` is respected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TextIO
+
+import anyio
+
+from ..config import state_dir
+from ..sessions import private_dir
+from .commands import Commands, Quit
+from .live import LiveSession, is_terminal, wait_turn
+from .render import toolbar
+
+Read = Callable[[str], Awaitable[str]]
+PROMPT = "> "
+
+
+def wall_clock() -> float:
+    return time.time()  # noqa: TID251  (the REPL's display clock, never part of a decision)
+
+
+class _Completer:
+    """Slash commands, their arguments, snapshot ids and installed model names."""
+
+    def __init__(self, commands: Commands, live: LiveSession, models: list[str]) -> None:
+        self.commands = commands
+        self.live = live
+        self.models = models
+
+    def get_completions(self, document: Any, complete_event: Any) -> Iterable[Any]:
+        from prompt_toolkit.completion import Completion
+
+        text = document.text_before_cursor
+        if not text.startswith("/"):
+            return
+        words = text.split()
+        if text.endswith(" "):
+            words.append("")
+        options: list[str] = []
+        table = self.commands.completions()
+        if len(words) == 1:
+            options = sorted(table)
+        elif words[0] == "/context" and len(words) == 2:
+            options = table["/context"]
+        elif words[:2] == ["/context", "restore"] and len(words) == 3:
+            options = [m.id for m in self.live.store.listing().snapshots]
+        elif words[0] == "/model" and len(words) == 2:
+            options = self.models
+        elif words[0] == "/test" and len(words) == 2:
+            options = ["prompt"]
+        current = words[-1]
+        for option in options:
+            if option.startswith(current):
+                yield Completion(option, start_position=-len(current))
+
+
+async def run_loop(
+    live: LiveSession,
+    out: TextIO,
+    *,
+    prompt_input: Any = None,
+    prompt_output: Any = None,
+) -> None:
+    """Read and act until the user quits; a failed reply is reported and the loop goes on."""
+    interactive = prompt_input is not None or (is_terminal(sys.stdin) and is_terminal(sys.stdout))
+    if interactive:
+        models = [m.name for m in await _installed(live)]
+        session = _prompt_session(live, prompt_input, prompt_output)
+        commands = Commands(live, lambda text: _read_terminal(session, text), wall_clock)
+        session.completer = _Completer(commands, live, models)
+        read: Read = lambda text: _read_terminal(session, text)  # noqa: E731
+    else:
+        read = _read_line
+        commands = Commands(live, _read_line, wall_clock)
+    while True:
+        try:
+            text = await read(PROMPT)
+        except EOFError:
+            return
+        except KeyboardInterrupt:
+            continue
+        line = text.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            try:
+                output = await commands.run(line)
+            except Quit:
+                return
+            if output:
+                out.write(output + "\n")
+                out.flush()
+            continue
+        await live.send(text)
+        await wait_turn(live)
+
+
+async def _installed(live: LiveSession) -> list[Any]:
+    from ..providers.ollama import ProviderError
+
+    try:
+        return await live.client.tags()
+    except ProviderError:
+        return []
+
+
+def _prompt_session(live: LiveSession, prompt_input: Any, prompt_output: Any) -> Any:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.output import ColorDepth
+
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")
+    def _(event: Any) -> None:
+        """Esc then Enter: a new line in the message."""
+        event.current_buffer.insert_text("\n")
+
+    history: Any
+    try:
+        history = FileHistory(str(private_dir(state_dir()) / "history"))
+    except OSError:
+        history = InMemoryHistory()
+    no_color = bool(os.environ.get("NO_COLOR"))
+    return PromptSession(
+        history=history,
+        key_bindings=bindings,
+        bottom_toolbar=lambda: toolbar(live.status, wall_clock()),
+        refresh_interval=0.5,
+        complete_while_typing=True,
+        color_depth=ColorDepth.MONOCHROME if no_color else None,
+        input=prompt_input,
+        output=prompt_output,
+    )
+
+
+async def _read_terminal(session: Any, text: str) -> str:
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    with patch_stdout():
+        result: str = await session.prompt_async(text)
+    return result
+
+
+async def _read_line(text: str) -> str:
+    line: str = await anyio.to_thread.run_sync(sys.stdin.readline)
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")

@@ -1,0 +1,109 @@
+"""What the REPL shows, kept from the bus: a read model fed by a synchronous tap, so it
+sees every event in order and never lags (pure: no I/O)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors import Envelope
+
+from ..context.token_counter import Ledger
+from ..events import (
+    ChatRequested,
+    CompressionCompleted,
+    CompressionFailed,
+    CompressionStarted,
+    ContextSizeChosen,
+    MemorySampled,
+    MemorySourceChanged,
+    ModelLoaded,
+    ModelMemory,
+    ModelSelected,
+    ServerInfo,
+    SnapshotCreated,
+    SnapshotsDeleted,
+    UsageChanged,
+)
+from ..memory import ollama_kv_bytes
+
+
+@dataclass
+class Status:
+    compress_at: float = 0.75
+    compression_enabled: bool = True
+    ledger: Ledger = field(default_factory=Ledger)
+    selected: ModelSelected | None = None
+    chosen: ContextSizeChosen | None = None
+    used: int = 0
+    limit: int = 0
+    usage_per_turn: deque[int] = field(default_factory=lambda: deque(maxlen=60))
+    devices: dict[str, MemorySampled] = field(default_factory=dict)
+    memory_source: str = ""
+    model_size: int = 0
+    model_vram: int = 0
+    loaded_context: int = 0
+    snapshots: int = 0
+    compressing_since: float | None = None
+    compressions: list[CompressionCompleted | CompressionFailed] = field(default_factory=list)
+    server_version: str = ""
+    last_chat: ChatRequested | None = None
+
+    def apply(self, envelope: Envelope[Any]) -> None:
+        event = envelope.event
+        self.ledger.apply(event)
+        match event:
+            case ModelSelected():
+                self.selected = event
+            case ContextSizeChosen():
+                self.chosen = event
+            case UsageChanged(used_tokens=used, limit_tokens=limit):
+                self.used, self.limit = used, limit
+            case ChatRequested(purpose="chat"):
+                self.last_chat = event
+                self.usage_per_turn.append(self.used)
+            case MemorySampled():
+                self.devices[event.device] = event
+            case MemorySourceChanged(source=source):
+                self.memory_source = source
+            case ModelLoaded() | ModelMemory():
+                self.model_size, self.model_vram = event.size_bytes, event.size_vram_bytes
+                self.loaded_context = event.context_length
+            case SnapshotCreated(pruned=pruned):
+                self.snapshots += 1 - len(pruned)
+            case SnapshotsDeleted(snapshot_ids=ids):
+                self.snapshots -= len(ids)
+            case CompressionStarted():
+                self.compressing_since = envelope.at
+            case CompressionCompleted() | CompressionFailed():
+                self.compressing_since = None
+                self.compressions.append(event)
+            case ServerInfo(version=version):
+                self.server_version = version
+            case _:
+                pass
+
+    @property
+    def model(self) -> str:
+        return self.selected.model if self.selected else "(none)"
+
+    @property
+    def kv_type(self) -> str:
+        return self.selected.kv_cache_type if self.selected else "f16"
+
+    def kv_bytes(self) -> int | None:
+        """The exact KV cache of the context in force (None when the architecture is unknown)."""
+        if self.selected is None or self.selected.architecture is None or not self.limit:
+            return None
+        try:
+            return ollama_kv_bytes(self.selected.architecture, self.limit, self.kv_type)
+        except ValueError:
+            return ollama_kv_bytes(self.selected.architecture, self.limit, "f16")
+
+    def gpu(self) -> MemorySampled | None:
+        """The device that fills first (a GPU when there is one, else the host)."""
+        pool = [d for d in self.devices.values() if d.device != "host"] or list(
+            self.devices.values()
+        )
+        return min(pool, key=lambda d: d.free_bytes) if pool else None
