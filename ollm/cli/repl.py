@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TextIO
 
 import anyio
+from prompt_toolkit.completion import Completer, Completion
 
 from ..config import state_dir
 from ..sessions import private_dir
@@ -31,7 +32,7 @@ def wall_clock() -> float:
     return time.time()  # noqa: TID251  (the REPL's display clock, never part of a decision)
 
 
-class _Completer:
+class _Completer(Completer):
     """Slash commands, their arguments, snapshot ids and installed model names."""
 
     def __init__(self, commands: Commands, live: LiveSession, models: list[str]) -> None:
@@ -39,9 +40,7 @@ class _Completer:
         self.live = live
         self.models = models
 
-    def get_completions(self, document: Any, complete_event: Any) -> Iterable[Any]:
-        from prompt_toolkit.completion import Completion
-
+    def get_completions(self, document: Any, complete_event: Any) -> Iterable[Completion]:
         text = document.text_before_cursor
         if not text.startswith("/"):
             return

@@ -1,0 +1,168 @@
+"""The REPL driven through prompt-toolkit's pipe input: what it prints and what it sends."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from ollm.cli.chat import run_repl
+from ollm.cli.live import Start
+from ollm.config import Settings, load_settings
+from tests.fakes.ollama_server import open_ollama_server, prompt_tokens
+
+pytestmark = pytest.mark.anyio
+
+
+async def repl(server, lines: list[str], settings: Settings | None = None) -> tuple[str, str]:
+    settings = settings or load_settings(env={}, flags={("ollama", "host"): server.url})
+    out, err = io.StringIO(), io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("".join(line + "\r" for line in lines) + "\x04")
+        code = await run_repl(
+            settings,
+            Start(model="llama3.1:8b"),
+            out,
+            err,
+            prompt_input=pipe,
+            prompt_output=DummyOutput(),
+        )
+    assert code == 0, err.getvalue()
+    return out.getvalue(), err.getvalue()
+
+
+async def test_chat_and_the_status_box_tell_the_truth():
+    async with open_ollama_server() as server:
+        out, err = await repl(server, ["What is a B-tree?", "And a trie?", "/context"])
+        last = server.chats()[-1]
+    assert out.count("You said") == 2
+    box = out[out.index("┌─ Context Status") :]
+    assert "│ Model: llama3.1:8b" in box
+    assert "KV Cache: q8_0 (" in box
+    assert "Auto-compress: enabled at 75%" in box
+    # The context figure is the token counter's, against the num_ctx the server really got.
+    used = int(box.split("Context: ")[1].split(" /")[0].replace(",", ""))
+    assert f"/ {last['options']['num_ctx']:,} tokens" in box
+    # The server's count of the conversation as it stands: the last prompt plus its reply.
+    reply = [line for line in out.splitlines() if line.startswith("You said")][-1]
+    counted = prompt_tokens([*last["messages"], {"role": "assistant", "content": reply}])
+    assert abs(used - counted) / counted < 0.03, (used, counted)
+    assert "session saved" in err
+
+
+async def test_test_prompt_shows_exactly_what_the_next_request_sends():
+    async with open_ollama_server() as server:
+        out, _ = await repl(server, ["first question", "/test prompt", "second question"])
+    shown = json.loads(
+        out[out.index("POST /api/chat\n") + len("POST /api/chat\n") : out.index("\n}\n") + 2]
+    )
+    sent = server.chats()[-1]
+    assert shown["options"] == sent["options"]
+    assert shown["messages"][:-1] == sent["messages"][:-1]
+    assert shown["messages"][-1] == {"role": "user", "content": "<your next message>"}
+    assert sent["messages"][-1] == {"role": "user", "content": "second question"}
+    assert shown["truncate"] is False and shown["keep_alive"] == sent["keep_alive"]
+
+
+async def test_snapshot_list_restore_and_clear(tmp_path):
+    async with open_ollama_server() as server:
+        out, err = await repl(
+            server,
+            [
+                "remember the word kiwi",
+                "/context snapshot",
+                "something else entirely",
+                "/context list",
+                "/context clear",
+                "after the clear",
+            ],
+        )
+        after_clear = server.chats()[-1]["messages"]
+    assert [m["role"] for m in after_clear] == ["user"], (
+        "only the new message (no system prompt set)"
+    )
+    assert after_clear[0]["content"] == "after the clear"
+    assert "snapshot" in err and "saved (manual" in err
+    listing = out[out.index("  1. ") :]
+    assert "manual" in listing
+    snapshot_id = listing.split()[1]
+    async with open_ollama_server() as server:
+        out2, err2 = await repl(server, ["/context restore " + snapshot_id[:4], "what word?"])
+    # A new session: restoring belongs to a session, so this one does not know the id.
+    assert "no snapshot id starts with" in out2
+
+
+@pytest.mark.parametrize(
+    ("line", "usage", "sentence"),
+    [
+        ("/context size", "usage: /context size <tokens>", "give the size in tokens"),
+        ("/context size lots", "usage: /context size <tokens>", "'lots' is not a number of tokens"),
+        ("/context size 12", "usage: /context size <tokens>", "12 is not a usable size"),
+        (
+            "/context size 99999999",
+            "usage: /context size <tokens>",
+            "99999999 is not a usable size",
+        ),
+        ("/context auto now", "usage: /context auto", "auto takes no arguments"),
+        ("/context snapshot x", "usage: /context snapshot", "snapshot takes no arguments"),
+        (
+            "/context restore ../../etc/passwd",
+            "usage: /context restore [id]",
+            "is not a snapshot id",
+        ),
+        ("/context restore a b", "usage: /context restore [id]", "give one snapshot id"),
+        ("/context list all", "usage: /context list", "list takes no arguments"),
+        ("/context clear now", "usage: /context clear", "clear takes no arguments"),
+        ("/context compress hard", "usage: /context compress", "compress takes no arguments"),
+        ("/context stats x", "usage: /context stats", "stats takes no arguments"),
+        ("/context bogus", "usage: /context [size|auto|", "'bogus' is not a /context subcommand"),
+        ("/test nothing", "usage: /test prompt", "the only test is `/test prompt`"),
+        ("/model", "usage: /model <name>", "give one model name"),
+        ("/model nope:1b", "usage: /model <name>", "ollama pull nope:1b"),
+        ("/frobnicate", "usage: /help", "/frobnicate is not a command"),
+    ],
+)
+async def test_bad_arguments_print_the_usage_and_one_sentence_and_change_nothing(
+    line, usage, sentence
+):
+    async with open_ollama_server() as server:
+        out, _ = await repl(server, ["hello", line, "/context", "again"])
+        requests = server.chats()
+    assert usage in out
+    assert sentence in out
+    assert "Traceback" not in out
+    assert requests[-1]["options"]["num_ctx"] == 13926, "the size did not change"
+    assert [m["content"] for m in requests[-1]["messages"] if m["role"] == "user"] == [
+        "hello",
+        "again",
+    ]
+
+
+async def test_size_auto_compress_stats_help_and_model():
+    async with open_ollama_server() as server:
+        out, err = await repl(
+            server,
+            [
+                "a question about sizes",
+                "/context size 8192",
+                "another question",
+                "/context compress",
+                "/context stats",
+                "/help",
+                "/model llama3.1:8b",
+            ],
+        )
+        chats = server.chats()
+    assert "num_ctx is now 6963 (size 8192)" in out
+    asked = next(
+        c for c in chats if c["messages"] and c["messages"][-1]["content"] == "another question"
+    )
+    assert asked["options"]["num_ctx"] == 6963
+    assert chats[-1]["options"]["num_ctx"] == 13926, "/model applies the new model's own sizing"
+    assert "calibration factor" in out and "count cache:" in out and "usage per turn:" in out
+    assert "/context restore [id]" in out
+    assert "now chatting with llama3.1:8b" in out
+    assert "compressed" in err or "nothing old enough to compress" in err
