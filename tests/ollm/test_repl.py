@@ -67,7 +67,7 @@ async def test_test_prompt_shows_exactly_what_the_next_request_sends():
     assert shown["truncate"] is False and shown["keep_alive"] == sent["keep_alive"]
 
 
-async def test_snapshot_list_restore_and_clear(tmp_path):
+async def test_snapshot_list_restore_with_the_picker_and_clear():
     async with open_ollama_server() as server:
         out, err = await repl(
             server,
@@ -76,23 +76,24 @@ async def test_snapshot_list_restore_and_clear(tmp_path):
                 "/context snapshot",
                 "something else entirely",
                 "/context list",
+                "/context restore",
+                "1",
+                "what word?",
                 "/context clear",
                 "after the clear",
             ],
         )
-        after_clear = server.chats()[-1]["messages"]
-    assert [m["role"] for m in after_clear] == ["user"], (
-        "only the new message (no system prompt set)"
-    )
-    assert after_clear[0]["content"] == "after the clear"
-    assert "snapshot" in err and "saved (manual" in err
-    listing = out[out.index("  1. ") :]
-    assert "manual" in listing
-    snapshot_id = listing.split()[1]
-    async with open_ollama_server() as server:
-        out2, err2 = await repl(server, ["/context restore " + snapshot_id[:4], "what word?"])
-    # A new session: restoring belongs to a session, so this one does not know the id.
-    assert "no snapshot id starts with" in out2
+        chats = [c for c in server.chats() if c["messages"]]
+    restored = next(c for c in chats if c["messages"][-1]["content"] == "what word?")
+    assert [m["content"] for m in restored["messages"] if m["role"] == "user"] == [
+        "remember the word kiwi",
+        "what word?",
+    ], "exactly the snapshot's conversation, then the new message"
+    assert [m["role"] for m in chats[-1]["messages"]] == ["user"], "clear: only the new message"
+    assert chats[-1]["messages"][0]["content"] == "after the clear"
+    assert "saved (manual" in err and "restored snapshot" in err
+    assert "restore which? (number or id; Enter cancels)" in out or "  1. " in out
+    assert "manual" in out[out.index("  1. ") :]
 
 
 @pytest.mark.parametrize(
