@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
+import importlib.util
 import json
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -82,10 +82,29 @@ class AmdSysfsProbe:
         )
 
 
+def rocm_library(env: Mapping[str, str]) -> Path | None:
+    """Where ROCm's `libamd_smi.so` is, searched as amdsmi searches: `$ROCM_HOME/lib`,
+    `$ROCM_PATH/lib`, the `LD_LIBRARY_PATH` folders, then `/opt/rocm/lib`."""
+    folders = [Path(env[key], "lib") for key in ("ROCM_HOME", "ROCM_PATH") if env.get(key)]
+    folders += [Path(p) for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    folders.append(Path("/opt/rocm/lib"))
+    for folder in folders:
+        if (folder / "libamd_smi.so").exists():
+            return folder / "libamd_smi.so"
+    return None
+
+
 def _import_amdsmi() -> ModuleType:
-    # Without ROCm's library, importing amdsmi prints to stdout and raises KeyError.
-    with contextlib.redirect_stdout(io.StringIO()):
-        import amdsmi  # type: ignore[import-not-found]
+    # Without ROCm's library, `import amdsmi` prints to stdout and raises KeyError. Look for the
+    # library first instead of redirecting stdout around the import: the probe runs in a worker
+    # thread and `sys.stdout` is process-wide, so a redirect there can capture the terminal
+    # from under the REPL as it starts (it did: the prompt then never drew).
+    if importlib.util.find_spec("amdsmi") is None:
+        raise ProbeUnavailable("amdsmi is not installed")
+    if rocm_library(os.environ) is None:
+        raise ProbeUnavailable("amdsmi is not usable here (no ROCm library)")
+    import amdsmi  # type: ignore[import-not-found]
+
     return amdsmi  # type: ignore[no-any-return]
 
 
@@ -103,6 +122,8 @@ class AmdSmiProbe:
             try:
                 lib = self._loader()
                 lib.amdsmi_init()
+            except ProbeUnavailable:
+                raise
             except Exception as exc:
                 raise ProbeUnavailable("amdsmi is not usable here (no ROCm library)") from exc
             self._lib = lib

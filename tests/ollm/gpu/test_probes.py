@@ -3,8 +3,10 @@ cgroup trees, fake nvidia-smi / rocm-smi programs on PATH (outputs in the real f
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import sys
 from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +15,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from ollm.gpu.amd import AmdSmiProbe, AmdSysfsProbe, RocmSmiProbe
+from ollm.gpu.amd import AmdSmiProbe, AmdSysfsProbe, RocmSmiProbe, rocm_library
 from ollm.gpu.apple import AppleProbe
 from ollm.gpu.chain import ProbeChain
 from ollm.gpu.host import HostProbe
@@ -243,6 +245,38 @@ def test_amdsmi_stub_and_its_real_failure_shape():
 
     with pytest.raises(ProbeUnavailable, match="no ROCm library"):
         AmdSmiProbe(broken).read()
+
+
+def test_rocm_library_is_searched_where_amdsmi_searches(tmp_path):
+    assert rocm_library({"ROCM_PATH": str(tmp_path)}) in (None, Path("/opt/rocm/lib/libamd_smi.so"))
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libamd_smi.so").write_bytes(b"")
+    assert rocm_library({"ROCM_PATH": str(tmp_path)}) == tmp_path / "lib" / "libamd_smi.so"
+    assert rocm_library({"LD_LIBRARY_PATH": f"/nowhere:{tmp_path / 'lib'}"}) == (
+        tmp_path / "lib" / "libamd_smi.so"
+    )
+
+
+def test_the_amdsmi_probe_never_swaps_the_process_stdout(monkeypatch):
+    # It runs in a worker thread: a redirect of sys.stdout there once captured the REPL's
+    # terminal as it started. A line tracer checks sys.stdout at every line the probe runs.
+    sentinel = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", sentinel)
+    swapped: list[str] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if sys.stdout is not sentinel:
+            swapped.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(ProbeUnavailable):
+            AmdSmiProbe().read()
+    finally:
+        sys.settrace(previous)
+    assert swapped == []
 
 
 ROCM_JSON = '{"card0": {"VRAM Total Memory (B)": "25753026560", "VRAM Total Used Memory (B)": "1016397824"}}'
