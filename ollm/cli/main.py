@@ -11,13 +11,11 @@ from typing import Any
 
 import anyio
 
-from actors import LogError, read_log
-
 from .. import __version__
-from ..app import replay_log
-from ..config import ConfigError, load_settings
-from ..events import AnyEvent
-from .timeline import timeline
+from ..config import ConfigError, data_home, load_settings
+
+# Each command imports what it needs when it runs: the chat's start is timed
+# (`scripts/bench_startup.py`), and replay and the sessions list need none of it.
 
 EXIT_USAGE = 2
 
@@ -85,13 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="show a recorded session's timeline, or re-run its decisions with --check",
-        description="Print a readable timeline of a session's event log.",
+        description="Print a recorded session as a readable timeline: turns, usage, "
+        "thresholds crossed, compressions, snapshots, failures, then totals.",
     )
     replay.add_argument("log", type=Path, metavar="LOG", help="a session's events.jsonl")
-    replay.add_argument(
+    how = replay.add_mutually_exclusive_group()
+    how.add_argument(
         "--check",
         action="store_true",
         help="re-run the recorded inputs and report the first decision that differs",
+    )
+    how.add_argument(
+        "--events", action="store_true", help="every event, one line each, instead of the digest"
+    )
+    commands.add_parser(
+        "sessions",
+        help="list the recorded sessions",
+        description="List the sessions on this machine, oldest first: when, which model, how "
+        "many turns. `ollm --resume ID` continues one; `ollm replay` shows one.",
     )
     return parser
 
@@ -101,13 +110,20 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _replay(path: Path, check: bool) -> int:
+def _replay(path: Path, check: bool, events: bool) -> int:
+    from actors import LogError, read_log
+
+    from ..app import replay_log
+    from ..events import AnyEvent
+    from .digest import digest
+    from .timeline import timeline
+
     try:
         log = read_log(path, AnyEvent)
     except LogError as exc:
         return _fail(str(exc))
     if not check:
-        for line in timeline(log):
+        for line in timeline(log) if events else digest(log):
             print(line)
         return 0
     if log.torn_line:
@@ -125,6 +141,32 @@ def _replay(path: Path, check: bool) -> int:
         f"replay matches: {result.inputs} inputs re-run, "
         f"{result.derived} derived events identical ({path})"
     )
+    return 0
+
+
+def _sessions() -> int:
+    from actors import LogError, read_log
+
+    from ..events import AnyEvent
+    from ..sessions import list_sessions, session_log, sessions_root
+    from .digest import SessionRow, facts, sessions_table
+
+    home = data_home()
+    rows = []
+    for session_id in list_sessions(home):
+        try:
+            found = facts(read_log(session_log(home, session_id), AnyEvent))
+        except LogError as exc:
+            # The error names the file; the row names the session already.
+            rows.append(SessionRow(session_id, None, problem=str(exc).split(", ", 1)[-1]))
+            continue
+        rows.append(SessionRow(session_id, found))
+    if not rows:
+        print(f"no sessions yet in {sessions_root(home)}; `ollm` starts one")
+        return 0
+    for line in sessions_table(rows):
+        print(line)
+    print(f"{len(rows)} sessions in {sessions_root(home)}; `ollm --resume ID` continues one")
     return 0
 
 
@@ -186,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "replay":
-            return _replay(args.log, args.check)
+            return _replay(args.log, args.check, args.events)
+        if args.command == "sessions":
+            return _sessions()
         if args.command == "fit":
             return _fit(args)
         return _chat(args)

@@ -29,12 +29,39 @@ def test_version_and_help():
     assert "chat" in result.stdout
 
 
-def test_replay_prints_a_timeline(capsys):
-    assert main(["replay", str(CHAT)]) == 0
+def test_replay_prints_every_event_with_events(capsys):
+    assert main(["replay", "--events", str(CHAT)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"session log {CHAT}")
     assert any("limit.soft_hit" in line and "used_tokens=" in line for line in out)
     assert any("compress.requested" in line and "reason='auto'" in line for line in out)
+
+
+def test_replay_prints_a_readable_digest(capsys):
+    assert main(["replay", str(CHAT)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{CHAT} (ollm ")
+    assert out[1].endswith("session golden opened")
+    assert out[2].endswith("model llama3.1:8b, num_ctx 3482 (golden)")
+    assert out[3].endswith(
+        "turn 1  you: 'turn 0: the quick brown fox jumps over the lazy dog the qui…' (148 characters)"
+    )
+    assert out[4].endswith("reply: 30 tokens (prompt 56) · usage 56/3482 (2%)")
+    threshold = next(i for i, line in enumerate(out) if "the context is 76% full" in line)
+    assert "snapshot 9598d2 saved (pre-compression" in out[threshold + 2]
+    assert "compressed 2634 → about 1286 tokens (hybrid, 26 messages)" in out[threshold + 3]
+    assert out[-1] == (
+        "40 turns · peak usage 2666/3482 (77%) · 2 compressions (-2658 tokens) · 2 snapshots"
+        " · 0 failed and 0 cancelled replies · 1:19 long"
+    )
+
+
+def test_replay_takes_check_or_events_not_both():
+    result = run_ollm("replay", "--check", "--events", str(CHAT))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith("usage: ollm replay")
+    assert "not allowed with argument" in result.stderr
+    assert result.stdout == ""
 
 
 def test_replay_check_on_a_golden_log(capsys):

@@ -12,7 +12,7 @@ import pytest
 
 from actors import read_log
 from ollm.events import AnyEvent, MessageAdded, MessageUnanswered
-from tests.fakes.ollama_server import ollama_server_thread
+from tests.fakes.ollama_server import FakeModel, ollama_server_thread
 
 ROOT = Path(__file__).parents[2]
 
@@ -179,10 +179,40 @@ def test_a_recorded_live_session_replays_to_the_same_decisions(server):
     check = ollm("replay", "--check", str(sessions()[-1]))
     assert check.returncode == 0, check.stderr
     assert check.stdout.startswith("replay matches: ")
-    timeline = ollm("replay", str(sessions()[-1])).stdout
+    timeline = ollm("replay", "--events", str(sessions()[-1])).stdout
     assert "reply.failed" in timeline
     assert "context.resize_requested" in timeline
     assert "context.size_chosen" in timeline
+    readable = ollm("replay", str(sessions()[-1])).stdout.splitlines()
+    assert any("turn 1  you: 'hello' (5 characters)" in line for line in readable)
+    assert any("reply failed: " in line and "out of memory" in line for line in readable)
+    assert any("· context for llama3.1:8b: num_ctx" in line for line in readable)
+    assert readable[-1].startswith("1 turns · peak usage ")
+    assert "1 failed and 0 cancelled replies" in readable[-1]
+
+
+def test_sessions_lists_each_session_with_its_model_and_turns(server):
+    empty = ollm("sessions")
+    assert empty.returncode == 0
+    assert empty.stdout.startswith("no sessions yet in ")
+    assert ollm("-p", "one", "--host", server.url, "-m", "llama3.1:8b").returncode == 0
+    assert ollm("-p", "two", "--host", server.url, "--resume").returncode == 0
+    server.models["other:1b"] = FakeModel("other:1b")
+    third = ollm("-p", "three", "--host", server.url, "-m", "other:1b")
+    assert third.returncode == 0, third.stderr
+    first, second = sessions()
+    broken = first.parent.parent / "20000101-000000-dead" / "events.jsonl"
+    broken.parent.mkdir()
+    broken.write_text("not a log\n")
+    result = ollm("sessions")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["SESSION", "STARTED", "(UTC)", "MODEL", "TURNS", "LAST", "(UTC)"]
+    assert lines[1].startswith("20000101-000000-dead   cannot be read: line 1: is not an event log")
+    rows = {line.split()[0]: line.split() for line in lines[2:4]}
+    assert rows[first.parent.name][3:5] == ["llama3.1:8b", "2"]
+    assert rows[second.parent.name][3:5] == ["other:1b", "1"]
+    assert lines[-1] == f"3 sessions in {first.parent.parent}; `ollm --resume ID` continues one"
 
 
 def test_ctrl_c_during_a_reply_cancels_it_promptly_and_keeps_the_message(server):
