@@ -86,6 +86,8 @@ class Sent:
     overhead: int
     message_count: int
     chat: bool = True
+    window: int = 0
+    """The context the server had for it: `num_ctx`, or less if the server said so."""
 
 
 @dataclass
@@ -108,6 +110,8 @@ class Accounting:
     tools_overhead: int = 0
     sent: dict[str, Sent] = field(default_factory=dict)
     reply_tokens: dict[bytes, int] = field(default_factory=dict)
+    served: dict[str, int] = field(default_factory=dict)
+    """The context each loaded model really has (`/api/ps` `context_length`), when known."""
 
     @property
     def factor(self) -> float:
@@ -172,12 +176,16 @@ class Accounting:
             self.set_tools(request.tools)
         raw += self.tools_raw if request.tools else 0
         overhead += (self.tools_overhead if request.tools else 0) + PRIMING
+        window = request.options.num_ctx
+        if self.served.get(request.model):
+            window = min(window, self.served[request.model])
         self.sent[request.request_id] = Sent(
             model=request.model,
             raw=raw,
             overhead=overhead,
             message_count=len(request.messages),
             chat=request.purpose == "chat",
+            window=window,
         )
 
     def on_reply(self, reply: ReplyCompleted) -> tuple[int, int] | None:
@@ -185,7 +193,9 @@ class Accounting:
 
         Returns:
             (sent, counted) when the server counted far fewer prompt tokens than were sent
-            (it truncated), else None.
+            and the prompt may have been longer than the server's context (it truncated),
+            else None. Ollama cuts only a prompt that does not fit; a low count on a prompt
+            far below the context is the estimate's error, and calibrates it.
         """
         sent = self.sent.pop(reply.request_id, None)
         chat = sent is None or sent.chat
@@ -198,7 +208,7 @@ class Accounting:
         counted = reply.prompt_eval_count
         calibrated = sent.model in self.factors
         ratio = TRUNCATION_RATIO if calibrated else UNCALIBRATED_TRUNCATION_RATIO
-        if counted < ratio * estimate:
+        if counted < ratio * estimate and estimate > ratio * sent.window:
             return estimate, counted
         if sent.raw > 0:
             fitted = (counted - sent.overhead) / sent.raw

@@ -234,7 +234,12 @@ class Commands:
 
     async def _clear(self, args: list[str]) -> str | None:
         self._no_args(self.context["clear"], args)
-        done = self.live.waiters.expect(lambda e: isinstance(e, ContextCleared))
+        done = self.live.waiters.expect(
+            lambda e: (
+                isinstance(e, ContextCleared)
+                or (isinstance(e, SnapshotFailed) and e.ref.startswith("clear-"))
+            )
+        )
         await self.live.publish(ClearRequested())
         await done.wait(self.timeout)
         return None

@@ -37,6 +37,8 @@ from ..events import (
     ResizeDeclined,
     ResizeRequested,
     SessionOpened,
+    SnapshotCreated,
+    SnapshotFailed,
     SnapshotRequested,
     SnapshotRestored,
     UsageChanged,
@@ -111,6 +113,8 @@ Accepted = (
     | SnapshotRestored
     | CompressionCompleted
     | ClearRequested
+    | SnapshotCreated
+    | SnapshotFailed
 )
 
 
@@ -130,6 +134,8 @@ class SessionActor(Actor[Accepted]):
         SnapshotRestored,
         CompressionCompleted,
         ClearRequested,
+        SnapshotCreated,
+        SnapshotFailed,
     )
 
     def __init__(
@@ -154,6 +160,8 @@ class SessionActor(Actor[Accepted]):
         """The attempt to send once the reload with the new size is done."""
         self.reduced_for_send = False
         self.queued: deque[str] = deque()
+        self.clearing = ""
+        """The ref of the snapshot a `/context clear` waits for before it clears."""
 
     async def _emit(self, ctx: Context, event: object) -> int:
         envelope = await ctx.publish(event)
@@ -209,6 +217,17 @@ class SessionActor(Actor[Accepted]):
                 self.conversation.apply(event)
             case ClearRequested():
                 await self._clear(ctx)
+            case SnapshotCreated(ref=ref, snapshot_id=snapshot_id) if ref and ref == self.clearing:
+                await self._cleared(ctx, snapshot_id)
+            case SnapshotFailed(ref=ref) if ref and ref == self.clearing:
+                self.clearing = ""
+                await self._tell(
+                    ctx,
+                    "warning",
+                    f"nothing was cleared: the snapshot that would undo it was not saved "
+                    f"({event.message})",
+                )
+                await self._next(ctx)
             case _:
                 pass
 
@@ -217,6 +236,7 @@ class SessionActor(Actor[Accepted]):
         model is being (re)loaded with its size."""
         return (
             self.in_flight is not None
+            or bool(self.clearing)
             or self.send_after is not None
             or self.after_resize is not None
             or self.resizing
@@ -362,9 +382,18 @@ class SessionActor(Actor[Accepted]):
         return last.id if last else ""
 
     async def _clear(self, ctx: Context) -> None:
-        """`/context clear`: a snapshot first (so it can be undone), then only the system
-        prompt is left; the next request holds it and the new message."""
-        await ctx.publish(SnapshotRequested(reason="manual"))
-        text = "the conversation was cleared; the snapshot just saved brings it back"
-        await self._emit(ctx, ContextCleared(reason=text, keep_summary=False))
+        """`/context clear`: a snapshot first, so that it can be undone; once it is saved only
+        the system prompt is left, and the next request holds it and the new message. If the
+        snapshot fails nothing is cleared."""
+        seq = ctx.current.seq if ctx.current is not None else 0
+        self.clearing = f"clear-{seq}"
+        await ctx.publish(SnapshotRequested(reason="manual", ref=self.clearing))
+
+    async def _cleared(self, ctx: Context, snapshot_id: str) -> None:
+        self.clearing = ""
+        text = f"the conversation was cleared; `/context restore {snapshot_id}` brings it back"
+        await self._emit(
+            ctx, ContextCleared(reason=text, snapshot_id=snapshot_id, keep_summary=False)
+        )
         await self._tell(ctx, "info", text)
+        await self._next(ctx)

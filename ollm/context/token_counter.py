@@ -12,6 +12,7 @@ from ..events import (
     ContextReduced,
     ContextSizeChosen,
     MessageAdded,
+    ModelLoaded,
     ModelSelected,
     ReplyCompleted,
     SessionOpened,
@@ -47,6 +48,10 @@ class Ledger:
                 acc.model = model
             case ContextSizeChosen(num_ctx=num_ctx):
                 acc.num_ctx = num_ctx
+            case ModelLoaded(model=model, context_length=length):
+                if length > 0:
+                    acc.served[model] = length
+                return False, None
             case MessageAdded(message=message):
                 self.conversation.apply(event)
                 acc.add(message)
@@ -70,6 +75,7 @@ Accepted = (
     SessionOpened
     | ModelSelected
     | ContextSizeChosen
+    | ModelLoaded
     | MessageAdded
     | ContextReduced
     | ContextCleared
@@ -87,6 +93,7 @@ class TokenCounterActor(Actor[Accepted]):
         *STRUCTURAL,
         ModelSelected,
         ContextSizeChosen,
+        ModelLoaded,
         MessageAdded,
         ChatRequested,
         ReplyCompleted,

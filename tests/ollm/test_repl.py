@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from prompt_toolkit.input import create_pipe_input
@@ -92,6 +93,7 @@ async def test_snapshot_list_restore_with_the_picker_and_clear():
     assert [m["role"] for m in chats[-1]["messages"]] == ["user"], "clear: only the new message"
     assert chats[-1]["messages"][0]["content"] == "after the clear"
     assert "saved (manual" in err and "restored snapshot" in err
+    assert re.search(r"the conversation was cleared; `/context restore \w+` brings it back", err)
     assert "restore which? (number or id; Enter cancels)" in out or "  1. " in out
     assert "manual" in out[out.index("  1. ") :]
 

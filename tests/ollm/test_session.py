@@ -11,12 +11,18 @@ from ollm.config import Settings
 from ollm.context.session import SessionPolicy, reply_budget
 from ollm.events import (
     ChatRequested,
+    ClearRequested,
+    ContextCleared,
     ConversationState,
     Message,
     MessageAdded,
     MessageUnanswered,
     ModelSelected,
     SessionOpened,
+    SnapshotCreated,
+    SnapshotFailed,
+    SnapshotRequested,
+    UserNotified,
     UserSubmitted,
 )
 from ollm.providers.scripted import ScriptedProviderActor
@@ -94,3 +100,52 @@ async def test_a_failure_marks_the_message_and_a_resumed_state_is_continued():
             "new question",
         ]
         assert h.events(MessageAdded)[0].message.id == "m3"
+
+
+async def _clear_requested(h):
+    await h.inject(UserSubmitted(text="remember kiwi"))
+    await h.publish(ClearRequested())
+    await h.settle()
+    return h.expect(SnapshotRequested)
+
+
+async def test_clear_waits_for_its_snapshot_and_names_it():
+    async with open_harness(*specs()) as h:
+        await opened(h)
+        asked = await _clear_requested(h)
+        assert asked.reason == "manual" and asked.ref.startswith("clear-")
+        await h.publish(UserSubmitted(text="after"))
+        await h.settle()
+        assert not h.events(ContextCleared), "nothing is cleared before the snapshot exists"
+        assert len(h.events(ChatRequested)) == 1, "a message waits for the clear"
+        await h.publish(SnapshotCreated(snapshot_id="abc123", reason="manual", ref=asked.ref))
+        await h.settle()
+        cleared = h.expect(ContextCleared)
+        assert cleared.snapshot_id == "abc123" and not cleared.keep_summary
+        assert any(
+            "`/context restore abc123` brings it back" in n.text for n in h.events(UserNotified)
+        )
+        last = h.events(ChatRequested)[-1]
+        assert [(m.role, m.content) for m in last.messages] == [
+            ("system", "Hi."),
+            ("user", "after"),
+        ]
+
+
+async def test_clear_whose_snapshot_fails_clears_nothing():
+    async with open_harness(*specs()) as h:
+        await opened(h)
+        asked = await _clear_requested(h)
+        await h.publish(SnapshotFailed(reason="manual", message="the disk is full", ref=asked.ref))
+        await h.publish(UserSubmitted(text="still there?"))
+        await h.settle()
+        assert not h.events(ContextCleared)
+        assert any(
+            n.text.startswith("nothing was cleared") and "the disk is full" in n.text
+            for n in h.events(UserNotified)
+        )
+        last = h.events(ChatRequested)[-1]
+        assert [m.content for m in last.messages if m.role == "user"] == [
+            "remember kiwi",
+            "still there?",
+        ]

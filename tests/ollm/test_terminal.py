@@ -1,7 +1,10 @@
-"""End to end in a real terminal: `ollm` under tmux against the Ollama test server.
+"""End to end in a real terminal: `ollm` against the Ollama test server, driven through
+its keyboard and read from its rendered screen.
 
-Output is watched through `tmux pipe-pane` into a FIFO: the test blocks on the terminal's
-own output (no sleeping), and reads the rendered screen with `capture-pane` as it changes.
+Two terminals: tmux (output watched through `pipe-pane` into a FIFO, the screen read with
+`capture-pane`), where tmux is installed; and everywhere, a pseudo-terminal whose output
+pyte renders into a screen (answering the cursor-position query as a terminal does). Both
+block on the terminal's own output; nothing sleeps.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
+import pyte
 import pytest
 
 from actors import read_log
@@ -22,15 +28,37 @@ from ollm.events import AnyEvent, UsageChanged
 from tests.fakes.ollama_server import ollama_server_thread
 
 ROOT = Path(__file__).parents[2]
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+COLUMNS, ROWS = 120, 50
 
 
-class Terminal:
+class Terminal(Protocol):
+    def send(self, *keys: str) -> None: ...
+    def screen(self) -> str: ...
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> str: ...
+    def close(self) -> None: ...
+
+
+def _wait(term: Terminal, fd: int, pattern: str, timeout: float, drain: Callable[[], None]) -> str:
+    """Block on `fd` (the terminal's output) until `pattern` shows on the screen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        screen = term.screen()
+        if re.search(pattern, screen):
+            return screen
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{pattern!r} never showed; the screen:\n{screen}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            drain()
+
+
+class TmuxTerminal:
     def __init__(self, tmp: Path, command: str) -> None:
         self.socket = f"ollm-test-{os.getpid()}"
         self.fifo = tmp / "pane.fifo"
         os.mkfifo(self.fifo)
-        self.tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "50", command)
+        self.tmux("new-session", "-d", "-s", "t", "-x", str(COLUMNS), "-y", str(ROWS), command)
         self.tmux("pipe-pane", "-t", "t", "-o", f"cat >> {self.fifo}")
         self.reader = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
 
@@ -46,38 +74,101 @@ class Terminal:
         self.tmux("send-keys", "-t", "t", *keys)
 
     def wait_for(self, pattern: str, timeout: float = 20.0) -> str:
-        """Block on the terminal's output until `pattern` shows on the screen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if re.search(pattern, screen):
-                return screen
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{pattern!r} never showed; the screen:\n{screen}")
-            ready, _, _ = select.select([self.reader], [], [], left)
-            if ready:
-                try:
-                    os.read(self.reader, 65536)
-                except BlockingIOError:
-                    pass
+        return _wait(self, self.reader, pattern, timeout, self._drain)
+
+    def _drain(self) -> None:
+        try:
+            os.read(self.reader, 65536)
+        except BlockingIOError:
+            pass
 
     def close(self) -> None:
         self.tmux("kill-server")
         os.close(self.reader)
 
 
-@pytest.fixture
-def terminal(tmp_path):
+class _Screen(pyte.HistoryScreen):
+    """pyte's screen, answering the application's queries through the pseudo-terminal."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(COLUMNS, ROWS, history=400)
+        self.fd = fd
+
+    def write_process_input(self, data: str) -> None:
+        os.write(self.fd, data.encode())
+
+
+KEYS = {"Enter": "\r", "C-c": "\x03", "C-d": "\x04", "Escape": "\x1b", "Tab": "\t"}
+
+
+class PtyTerminal:
+    def __init__(self, command: str) -> None:
+        import fcntl
+        import struct
+        import termios
+
+        self.fd, child = os.openpty()
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+
+        def controlling_terminal() -> None:  # as a terminal does: Ctrl-C sends SIGINT
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.process = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            start_new_session=True,
+            preexec_fn=controlling_terminal,
+            env={**os.environ, "TERM": "xterm-256color"},
+        )
+        os.close(child)
+        self.display = _Screen(self.fd)
+        self.stream = pyte.ByteStream(self.display)
+        self.scrolled: list[str] = []
+
+    def screen(self) -> str:
+        lines = ["".join(c.data for c in row.values()) for row in self.display.history.top]
+        return "\n".join(line.rstrip() for line in [*lines, *self.display.display])
+
+    def send(self, *keys: str) -> None:
+        for key in keys:
+            os.write(self.fd, KEYS.get(key, key).encode())
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> str:
+        return _wait(self, self.fd, pattern, timeout, self._drain)
+
+    def _drain(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # the program ended: the screen stays as it was
+            data = b""
+        if data:
+            self.stream.feed(data)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        os.close(self.fd)
+
+
+@pytest.fixture(params=["pty", "tmux"])
+def terminal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
+    if request.param == "tmux" and shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (the pty terminal runs the same test)")
     made: list[Terminal] = []
 
     def start(command: str) -> Terminal:
-        made.append(Terminal(tmp_path, command))
-        return made[-1]
+        term: Terminal = (
+            TmuxTerminal(tmp_path, command) if request.param == "tmux" else PtyTerminal(command)
+        )
+        made.append(term)
+        return term
 
     yield start
-    for t in made:
-        t.close()
+    for term in made:
+        term.close()
 
 
 def test_chat_context_snapshots_clear_and_ctrl_c_in_a_real_terminal(terminal):
@@ -112,7 +203,10 @@ def test_chat_context_snapshots_clear_and_ctrl_c_in_a_real_terminal(terminal):
         term.send(f"/context restore {snapshot_id}", "Enter")
         term.wait_for(rf"restored snapshot {snapshot_id}")
         term.send("/context clear", "Enter")
-        term.wait_for(r"the conversation was cleared")
+        screen = term.wait_for(r"the conversation was cleared; `/context restore (\w+)`")
+        before_clear = re.findall(r"the conversation was cleared; `/context restore (\w+)`", screen)
+        term.send("/context list", "Enter")
+        term.wait_for(rf"1\. {before_clear[-1]}\s+manual")
         term.send("after clearing", "Enter")
         term.wait_for(r"You said 14 characters.*\n(?:.*\n)*.*You said 14 characters")
         last = [c for c in server.chats() if c["messages"]][-1]

@@ -67,6 +67,8 @@ def test_a_reply_calibrates_and_anchors_and_a_low_count_is_a_truncation():
     assert acc.used() == 160, "the counted prompt is exact"
     acc.add(Message(id="m2", role="assistant", content="ok"))
     assert acc.used() == 160 + 2 + ROLE_OVERHEAD, "the reply's length is eval_count"
+    # The same prompt far below its context: a count that low is the estimate's error (Ollama
+    # cuts only a prompt that does not fit), so it is no truncation.
     acc.on_request(
         ChatRequested(
             request_id="r2",
@@ -75,7 +77,18 @@ def test_a_reply_calibrates_and_anchors_and_a_low_count_is_a_truncation():
             options=RunnerOptions(num_ctx=8192),
         )
     )
-    truncated = acc.on_reply(ReplyCompleted(request_id="r2", content="", prompt_eval_count=20))
+    assert acc.on_reply(ReplyCompleted(request_id="r2", content="", prompt_eval_count=130)) is None
+    # Near its context (the server gave 150 tokens), the same low count is a truncation.
+    acc.served["m"] = 150
+    acc.on_request(
+        ChatRequested(
+            request_id="r3",
+            model="m",
+            messages=(ChatMessage(role="user", content=message.content),),
+            options=RunnerOptions(num_ctx=8192),
+        )
+    )
+    truncated = acc.on_reply(ReplyCompleted(request_id="r3", content="", prompt_eval_count=20))
     assert truncated is not None
     sent, counted = truncated
     assert counted == 20 and sent > 100
