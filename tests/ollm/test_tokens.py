@@ -50,13 +50,18 @@ def test_a_reply_calibrates_and_anchors_and_a_low_count_is_a_truncation():
     acc = Accounting(num_ctx=8192, model="m")
     message = Message(id="m1", role="user", content="y" * 400)
     acc.add(message)
-    request = ChatRequested(
-        request_id="r1",
-        model="m",
-        messages=(ChatMessage(role="user", content=message.content),),
-        options=RunnerOptions(num_ctx=8192),
-    )
-    acc.on_request(request)
+
+    def send(request_id: str) -> None:
+        acc.on_request(
+            ChatRequested(
+                request_id=request_id,
+                model="m",
+                messages=(ChatMessage(role="user", content=message.content),),
+                options=RunnerOptions(num_ctx=8192),
+            )
+        )
+
+    send("r1")
     assert (
         acc.on_reply(
             ReplyCompleted(request_id="r1", content="ok", prompt_eval_count=160, eval_count=2)
@@ -69,25 +74,11 @@ def test_a_reply_calibrates_and_anchors_and_a_low_count_is_a_truncation():
     assert acc.used() == 160 + 2 + ROLE_OVERHEAD, "the reply's length is eval_count"
     # The same prompt far below its context: a count that low is the estimate's error (Ollama
     # cuts only a prompt that does not fit), so it is no truncation.
-    acc.on_request(
-        ChatRequested(
-            request_id="r2",
-            model="m",
-            messages=(ChatMessage(role="user", content=message.content),),
-            options=RunnerOptions(num_ctx=8192),
-        )
-    )
+    send("r2")
     assert acc.on_reply(ReplyCompleted(request_id="r2", content="", prompt_eval_count=130)) is None
     # Near its context (the server gave 150 tokens), the same low count is a truncation.
     acc.served["m"] = 150
-    acc.on_request(
-        ChatRequested(
-            request_id="r3",
-            model="m",
-            messages=(ChatMessage(role="user", content=message.content),),
-            options=RunnerOptions(num_ctx=8192),
-        )
-    )
+    send("r3")
     truncated = acc.on_reply(ReplyCompleted(request_id="r3", content="", prompt_eval_count=20))
     assert truncated is not None
     sent, counted = truncated
