@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import warnings
 from types import ModuleType
 from typing import Any
 
@@ -14,10 +13,9 @@ from .records import DeviceMemory, MiB, ProbeUnavailable, Run, run_command
 
 
 def _import_pynvml() -> ModuleType:
-    with warnings.catch_warnings():
-        # The deprecated PyPI `pynvml` wrapper, if another package pulled it in, warns on import.
-        warnings.simplefilter("ignore", FutureWarning)
-        import pynvml
+    # From nvidia-ml-py, NVIDIA's own bindings (the `pynvml` module). No warning filter is
+    # touched here: this runs in a worker thread and the filters are process-wide.
+    import pynvml
 
     module: ModuleType = pynvml
     return module
