@@ -23,7 +23,7 @@ from actors import (
 
 from . import __version__
 from .config import Settings, digest, settings_from_dict, settings_to_dict
-from .context.compressor import CompressionPolicy, CompressorActor
+from .context.compressor import CompressorActor
 from .context.context_pool import ContextPoolActor
 from .context.memory_guard import GuardPolicy, MemoryGuardActor
 from .context.session import SessionActor, SessionPolicy
@@ -34,31 +34,18 @@ from .providers.scripted import ScriptedProviderActor
 from .storage.store import SnapshotStore
 
 
-def session_policy(settings: Settings) -> SessionPolicy:
-    return SessionPolicy(
-        max_reply_tokens=settings.ollama.max_reply_tokens, think=settings.ollama.think
-    )
-
-
 def core_specs(settings: Settings) -> list[ChildSpec]:
     """The actors that make decisions: the same live and in replay.
 
     Boundary actors (provider, probes, console) are added around these only in a live run.
     """
     policy = GuardPolicy.from_settings(settings.context)
-    session = session_policy(settings)
-    compress_at = settings.context.compression.threshold
-    c = settings.context.compression
-    compression = CompressionPolicy(
-        enabled=c.enabled,
-        strategy=c.strategy,
-        preserve_recent=c.preserve_recent,
-        summary_max_tokens=c.summary_max_tokens,
-    )
+    session = SessionPolicy.from_settings(settings)
+    compression = settings.context.compression
     return [
         ChildSpec(name="session", factory=lambda: SessionActor(session, policy)),
         ChildSpec(name="token_counter", factory=TokenCounterActor),
-        ChildSpec(name="context_pool", factory=lambda: ContextPoolActor(compress_at)),
+        ChildSpec(name="context_pool", factory=lambda: ContextPoolActor(compression.threshold)),
         ChildSpec(name="memory_guard", factory=lambda: MemoryGuardActor(policy)),
         ChildSpec(name="compressor", factory=lambda: CompressorActor(compression)),
     ]

@@ -19,13 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
+from .config import Strategy
 from .conversation import turns
 from .events import ChatMessage, Message
 from .tokens import ROLE_OVERHEAD, estimate_text
 
-Strategy = Literal["summarize", "truncate", "hybrid"]
 MAX_PINNED = 60
 PRESERVE_SHARE = 0.40
 """The verbatim tail never exceeds this share of num_ctx (small windows)."""
@@ -56,9 +55,7 @@ _UNITS = frozenset(
         "GHz",
     ]
 )
-_QUANTITY = re.compile(
-    r"\d+(?:\.\d+)?(?:ms|s|min|h|KB|KiB|MB|MiB|GB|GiB|TB|tokens|%|px|°C|Hz|MHz|GHz)"
-)
+_QUANTITY = re.compile(r"\d+(?:\.\d+)?(?:" + "|".join(map(re.escape, sorted(_UNITS))) + ")")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _PATH = re.compile(r"(?:[\w.-]+/)+[\w.-]+\.[A-Za-z0-9]{1,8}")
 _FILE = re.compile(
@@ -185,13 +182,8 @@ def plan(
         return None
     sizes = [sum(message_tokens(m) for m in g) for g in groups]
     keep_from = len(groups) - 1
-    if strategy == "hybrid":
-        tail = sizes[-1]
-        while keep_from > 1 and tail + sizes[keep_from - 1] <= preserve_tokens:
-            keep_from -= 1
-            tail += sizes[keep_from]
-    elif strategy == "truncate":
-        # Free down to the verbatim budget, like hybrid, but without a summary.
+    if strategy != "summarize":
+        # Keep the newest turns verbatim up to the budget (truncate: the same, no summary).
         tail = sizes[-1]
         while keep_from > 1 and tail + sizes[keep_from - 1] <= preserve_tokens:
             keep_from -= 1

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 import platformdirs
@@ -270,10 +270,7 @@ def _explain(
 
 def _allowed(path: list[str]) -> str:
     leaf = path[-1] if path else ""
-    options = {
-        "kvQuantization": ("f16", "q8_0", "q4_0"),
-        "strategy": ("summarize", "truncate", "hybrid"),
-    }.get(leaf, ())
+    options = {"kvQuantization": get_args(KvType), "strategy": get_args(Strategy)}.get(leaf, ())
     return ", ".join(options) if options else "a valid value"
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from msgspec.structs import replace
+
 from .events import (
     ChatMessage,
     ChatRequested,
@@ -122,15 +124,7 @@ class Conversation:
             case MessageUnanswered(message_id=message_id):
                 for index in range(len(self.messages) - 1, -1, -1):
                     if self.messages[index].id == message_id:
-                        old = self.messages[index]
-                        self.messages[index] = Message(
-                            id=old.id,
-                            role=old.role,
-                            content=old.content,
-                            tool_calls=old.tool_calls,
-                            tool_name=old.tool_name,
-                            unanswered=True,
-                        )
+                        self.messages[index] = replace(self.messages[index], unanswered=True)
                         break
             case SnapshotRestored(state=state):
                 # Ids keep counting up: a restored conversation never reuses one.

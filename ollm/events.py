@@ -21,6 +21,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 CompressReason = Literal["auto", "user", "emergency"]
 SnapshotReason = Literal["manual", "auto", "pre-compression", "emergency"]
 Purpose = Literal["chat", "summary"]
+NoticeLevel = Literal["info", "warning", "error"]
 FailureKind = Literal[
     "server_unreachable",
     "model_not_found",
@@ -413,7 +414,7 @@ class ContextCleared(Event, frozen=True, kw_only=True, tag="context.cleared"):
 class UserNotified(Event, frozen=True, kw_only=True, tag="user.notified"):
     """An intervention the user must hear about, in one plain sentence."""
 
-    level: Literal["info", "warning", "error"]
+    level: NoticeLevel
     text: str
 
 

@@ -46,7 +46,7 @@ class TokenCache:
     misses: int = 0
 
     def raw(self, text: str) -> int:
-        key = blake3(text.encode()).digest(length=16)
+        key = _digest(text)
         value = self.entries.get(key)
         if value is None:
             self.misses += 1

@@ -31,8 +31,7 @@ from ..events import (
     SnapshotRequested,
     SnapshotRestored,
 )
-from ..providers import failures
-from ..providers.ollama import TRUNCATE_SINCE, build_chat_payload
+from ..providers.ollama import build_chat_payload, supports_truncate
 from ..selection import SelectionError, select_model
 from ..storage.store import IdError
 from . import render
@@ -123,9 +122,9 @@ class Commands:
                 sub = args[0] if args else ""
                 command = self.context.get(sub)
                 if command is None:
+                    subcommands = "|".join(k for k in self.context if k)
                     raise CommandError(
-                        "/context [size|auto|snapshot|restore|list|clear|compress|stats]",
-                        f"{sub!r} is not a /context subcommand",
+                        f"/context [{subcommands}]", f"{sub!r} is not a /context subcommand"
                     )
                 return await command.run(args[1:])
             command = self.top.get(name)
@@ -164,8 +163,7 @@ class Commands:
         if size < 256 or (top and size > top):
             allowed = f"from 256 to {top}" if top else "at least 256"
             raise CommandError(usage, f"{size} is not a usable size; use {allowed}")
-        chosen = await self._resize(ResizeRequested(reason=f"/context size {size}", size=size))
-        return chosen
+        return await self._resize(ResizeRequested(reason=f"/context size {size}", size=size))
 
     async def _auto(self, args: list[str]) -> str:
         self._no_args(self.context["auto"], args)
@@ -269,15 +267,14 @@ class Commands:
         )
         conversation.messages.append(placeholder)
         settings = self.live.settings
-        policy = SessionPolicy(
-            max_reply_tokens=settings.ollama.max_reply_tokens, think=settings.ollama.think
-        )
+        policy = SessionPolicy.from_settings(settings)
         request = chat_request(
             conversation, status.selected, status.chosen.num_ctx, status.used, policy
         )
-        truncate = failures.version_at_least(status.server_version, TRUNCATE_SINCE)
         payload = build_chat_payload(
-            request, keep_alive=settings.ollama.keep_alive, truncate=truncate
+            request,
+            keep_alive=settings.ollama.keep_alive,
+            truncate=supports_truncate(status.server_version),
         )
         return "POST /api/chat\n" + json.dumps(payload, indent=2, ensure_ascii=False)
 

@@ -17,7 +17,6 @@ from actors import Actor, Context
 
 from ..compression import (
     Plan,
-    Strategy,
     SummaryRejected,
     accept_summary,
     budgets,
@@ -26,6 +25,7 @@ from ..compression import (
     summary_messages,
     truncation_pins,
 )
+from ..config import CompressionSettings, Strategy
 from ..conversation import Conversation, render_context
 from ..events import (
     CancelRequested,
@@ -56,14 +56,6 @@ from ..profiles import runner_options
 from ..tokens import estimate_text
 
 PRIORITY: dict[CompressReason, int] = {"auto": 1, "user": 2, "emergency": 3}
-
-
-@dataclass(frozen=True)
-class CompressionPolicy:
-    enabled: bool = True
-    strategy: Strategy = "hybrid"
-    preserve_recent: int = 4096
-    summary_max_tokens: int = 1024
 
 
 @dataclass
@@ -117,8 +109,8 @@ class CompressorActor(Actor[Followed]):
         ReplyCancelled,
     )
 
-    def __init__(self, policy: CompressionPolicy | None = None) -> None:
-        self.policy = policy or CompressionPolicy()
+    def __init__(self, policy: CompressionSettings | None = None) -> None:
+        self.policy = policy or CompressionSettings()
         self._reset()
 
     def _reset(self) -> None:
@@ -220,12 +212,7 @@ class CompressorActor(Actor[Followed]):
 
     async def _after_snapshot(self, ctx: Context, job: Job) -> None:
         if job.plan.strategy == "truncate" or self.model is None:
-            await self._complete(
-                ctx,
-                job,
-                self.conversation.summary,
-                truncation_pins(job.plan, self.conversation.pinned),
-            )
+            await self._truncate(ctx, job)
             return
         _, summary_budget = budgets(
             self.num_ctx, self.policy.preserve_recent, self.policy.summary_max_tokens
@@ -255,12 +242,12 @@ class CompressorActor(Actor[Followed]):
         if job.request_id:
             await ctx.publish(CancelRequested(request_id=job.request_id))
             job.request_id = ""
-            await self._complete(
-                ctx,
-                job,
-                self.conversation.summary,
-                truncation_pins(job.plan, self.conversation.pinned),
-            )
+            await self._truncate(ctx, job)
+
+    async def _truncate(self, ctx: Context, job: Job) -> None:
+        """Complete `job` without a summary: the old summary stays, instructions are pinned."""
+        pinned = truncation_pins(job.plan, self.conversation.pinned)
+        await self._complete(ctx, job, self.conversation.summary, pinned)
 
     async def _summarized(self, ctx: Context, job: Job, text: str) -> None:
         try:
@@ -322,6 +309,3 @@ class CompressorActor(Actor[Followed]):
             message += "; the conversation is unchanged"
         await ctx.publish(CompressionFailed(ref=job.ref, reason=job.reason, message=message))
         await ctx.publish(UserNotified(level="warning", text=message))
-
-
-__all__ = ("CompressionPolicy", "CompressorActor", "message_tokens")

@@ -31,6 +31,7 @@ from ..events import (
     LowMemory,
     MemoryRecovered,
     MemorySampled,
+    NoticeLevel,
     ResizeRequested,
     SessionOpened,
     SnapshotRequested,
@@ -139,8 +140,8 @@ class GuardPolicy:
         return f"{round(100 * used / max(limit, 1))}%"
 
 
-def _note(level: str, text: str) -> UserNotified:
-    return UserNotified(level="warning" if level == "warning" else "info", text=text)
+def _note(level: NoticeLevel, text: str) -> UserNotified:
+    return UserNotified(level=level, text=text)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from actors import Actor, Context
 
+from ..config import Settings
 from ..conversation import Conversation, oldest_turns_to_drop, turns
 from ..events import (
     ChatRequested,
@@ -31,6 +32,7 @@ from ..events import (
     ModelLoaded,
     ModelLoadFailed,
     ModelSelected,
+    NoticeLevel,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
@@ -57,6 +59,10 @@ class SessionPolicy:
     max_reply_tokens: int = 2048
     min_reply_tokens: int = 64
     think: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionPolicy:
+        return cls(max_reply_tokens=settings.ollama.max_reply_tokens, think=settings.ollama.think)
 
 
 @dataclass
@@ -168,10 +174,8 @@ class SessionActor(Actor[Accepted]):
         self.conversation.apply(event)
         return envelope.seq
 
-    async def _tell(self, ctx: Context, level: str, text: str) -> None:
-        await ctx.publish(
-            UserNotified(level="warning" if level == "warning" else "info", text=text)
-        )
+    async def _tell(self, ctx: Context, level: NoticeLevel, text: str) -> None:
+        await ctx.publish(UserNotified(level=level, text=text))
 
     async def handle(self, event: Accepted, ctx: Context) -> None:
         match event:
@@ -287,14 +291,19 @@ class SessionActor(Actor[Accepted]):
                     f"the context reached the hard limit ({self.used} of {self.num_ctx} tokens): "
                     f"the {len(removed)} oldest messages were taken out before sending"
                 )
-                reduced = ContextReduced(removed_ids=removed, reason=text, tokens_before=self.used)
-                await ctx.publish(
-                    SnapshotRequested(reason="auto")
-                )  # what is dropped stays restorable
-                self.send_after = (await self._emit(ctx, reduced), attempt)
-                await self._tell(ctx, "warning", text)
+                await self._reduce_then_send(ctx, removed, text, self.used, attempt)
                 return
         await self._send(ctx, attempt)
+
+    async def _reduce_then_send(
+        self, ctx: Context, removed: tuple[str, ...], text: str, before: int, attempt: int
+    ) -> None:
+        """Take `removed` out of the context (a snapshot first, so it stays restorable), say
+        so, and send `attempt` on the usage that follows."""
+        await ctx.publish(SnapshotRequested(reason="auto"))
+        reduced = ContextReduced(removed_ids=removed, reason=text, tokens_before=before)
+        self.send_after = (await self._emit(ctx, reduced), attempt)
+        await self._tell(ctx, "warning", text)
 
     def _shares(self) -> tuple[int, int]:
         """Estimated tokens of the newest turn, and of what is always sent (system prompt,
@@ -331,14 +340,13 @@ class SessionActor(Actor[Accepted]):
 
     async def _send(self, ctx: Context, attempt: int) -> None:
         self.reduced_for_send = False
-        model = self.model
-        user = next((m for m in reversed(self.conversation.messages) if m.role == "user"), None)
-        if model is None or user is None:
+        model, user = self.model, self._last_user_id()
+        if model is None or not user:
             return
         request = chat_request(
             self.conversation, model, self.num_ctx, self.used, self.policy, attempt
         )
-        self.in_flight = InFlight(request.request_id, user.id, attempt)
+        self.in_flight = InFlight(request.request_id, user, attempt)
         await self._emit(ctx, request)
 
     async def _failed(self, ctx: Context, failure: ReplyFailed) -> None:
@@ -353,12 +361,7 @@ class SessionActor(Actor[Accepted]):
                     f"{failure.message}; dropped the {len(removed)} oldest messages "
                     "and retried once"
                 )
-                reduced = ContextReduced(
-                    removed_ids=removed, reason=text, tokens_before=failure.n_prompt_tokens
-                )
-                await ctx.publish(SnapshotRequested(reason="auto"))  # before the overflow cut
-                self.send_after = (await self._emit(ctx, reduced), 2)
-                await self._tell(ctx, "warning", text)
+                await self._reduce_then_send(ctx, removed, text, failure.n_prompt_tokens, 2)
                 return
         if failure.failure == "out_of_memory" and first:
             self.in_flight = None

@@ -35,6 +35,11 @@ TRUNCATE_SINCE = (0, 12, 6)
 """`truncate` (and `shift`) are request fields from Ollama v0.12.6 on."""
 
 
+def supports_truncate(server_version: str) -> bool:
+    """Whether a server of this version takes `truncate: false` (refuse, never cut)."""
+    return failures.version_at_least(server_version, TRUNCATE_SINCE)
+
+
 # --- wire types -----------------------------------------------------------------------------
 
 
@@ -296,12 +301,9 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
         if ctx is not None and self.server_version:
             await ctx.publish(ServerInfo(version=self.server_version))
 
-    def supports_truncate(self) -> bool:
-        return failures.version_at_least(self.server_version, TRUNCATE_SINCE)
-
     def payload(self, request: ChatRequested) -> dict[str, Any]:
         return build_chat_payload(
-            request, keep_alive=self.keep_alive, truncate=self.supports_truncate()
+            request, keep_alive=self.keep_alive, truncate=supports_truncate(self.server_version)
         )
 
     async def handle(
