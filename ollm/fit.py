@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
+from .config import KvType
 from .memory import (
     Architecture,
     Footprint,
-    check_cache_types,
+    GiB,
+    MiB,
     kv_bytes_per_token,
     largest_fitting,
     needed_bytes,
     ollama_kv_bytes,
+    usable_cache_type,
 )
 
-KV_TYPES = ("f16", "q8_0", "q4_0")
+KV_TYPES: tuple[str, ...] = get_args(KvType)
 SIZES = (2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
-MiB = 1024 * 1024
-GiB = 1024 * MiB
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def fit_report(
 ) -> FitReport:
     top = arch.context_length or SIZES[-1]
     sizes = [s for s in SIZES if s <= top] or [top]
-    types = tuple(t for t in KV_TYPES if _usable(arch, t))
+    types = tuple(t for t in KV_TYPES if usable_cache_type(arch, t) == t)
     kv_type = kv_type if kv_type in types else "f16"
     rows = []
     for size in sizes:
@@ -65,14 +67,6 @@ def fit_report(
         rows=tuple(rows),
         largest=largest,
     )
-
-
-def _usable(arch: Architecture, kind: str) -> bool:
-    try:
-        check_cache_types(arch, kind, kind)
-    except ValueError:
-        return False
-    return True
 
 
 def human(n_bytes: float) -> str:

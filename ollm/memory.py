@@ -14,13 +14,14 @@ of thumb is used anywhere.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 CELL_PADDING = 256
+MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 # (values per block, bytes per block), from ggml's block layouts.
 _BLOCKS: dict[str, tuple[int, int]] = {
@@ -243,16 +244,15 @@ def ollama_kv_bytes(
     return kv_cache_bytes(arch, num_ctx * parallel, cache_type, n_seq=parallel)
 
 
-def gib(n_bytes: float) -> float:
-    return float(n_bytes) / 1024**3
+def usable_cache_type(arch: Architecture, kind: str) -> str:
+    """The configured KV type, or f16 where llama.cpp would refuse it for this model."""
+    try:
+        check_cache_types(arch, kind, kind)
+    except ValueError:
+        return "f16"
+    return kind
 
 
-def round_up_gb(n_bytes: float, digits: int = 1) -> float:
-    factor = 10.0**digits
-    return math.ceil(gib(n_bytes) * factor) / factor
-
-
-MiB = 1024 * 1024
 DEFAULT_COMPUTE_BYTES = 512 * MiB
 """Compute-buffer allowance until a loaded model lets it be measured (an estimate)."""
 
@@ -265,10 +265,25 @@ class Footprint(msgspec.Struct, frozen=True, kw_only=True):
     compute_measured: bool = False
 
 
-def measured_compute(size_bytes: int, weights_bytes: int, kv_bytes: int) -> int | None:
-    """The compute buffers of a loaded model: what `/api/ps` `size` holds beyond weights and KV."""
-    rest = size_bytes - weights_bytes - kv_bytes
-    return rest if rest >= 0 else None
+def footprint_of(
+    arch: Architecture,
+    weights_bytes: int,
+    cache_type: str,
+    *,
+    loaded_context: int = 0,
+    loaded_bytes: int = 0,
+    parallel: int = 1,
+) -> Footprint:
+    """The model's weights and compute buffers: measured when it is loaded (what `/api/ps`
+    `size` holds beyond the weights and the exact KV cache of its context), else the
+    allowance."""
+    if loaded_context and loaded_bytes and weights_bytes:
+        kind = usable_cache_type(arch, cache_type)
+        kv = ollama_kv_bytes(arch, loaded_context, kind, parallel)
+        rest = loaded_bytes - weights_bytes - kv
+        if rest >= 0:
+            return Footprint(weights_bytes=weights_bytes, compute_bytes=rest, compute_measured=True)
+    return Footprint(weights_bytes=weights_bytes)
 
 
 def needed_bytes(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .config import Settings
 from .events import FailureKind, ModelSelected
-from .memory import Architecture, ArchitectureError
+from .memory import Architecture, ArchitectureError, MiB
 from .profiles import Profiles, choose_context
-from .providers.ollama import OllamaClient, ProviderError
+from .providers.ollama import OllamaClient, ProviderError, weights_bytes
 
 
 class SelectionError(Exception):
@@ -52,7 +52,7 @@ async def select_model(
                 f"(installed: {', '.join(installed[:8])})",
             )
         shown = await client.show(name)
-        sizes = {m.name: m.size for m in await client.tags()}
+        weights = weights_bytes(await client.tags(), name)
     except ProviderError as exc:
         raise SelectionError(exc.failure.kind, exc.failure.message) from exc
     model_max = _context_length(shown.model_info)
@@ -76,8 +76,8 @@ async def select_model(
         warning=choice.warning,
         options=choice.options,
         architecture=architecture,
-        weights_bytes=sizes.get(name, sizes.get(f"{name}:latest", 0)),
+        weights_bytes=weights,
         auto_size=settings.context.auto_size,
         kv_cache_type=settings.context.kv_quantization,
-        vram_buffer_bytes=settings.context.vram_buffer * 1024 * 1024,
+        vram_buffer_bytes=settings.context.vram_buffer * MiB,
     )

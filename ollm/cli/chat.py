@@ -7,7 +7,6 @@ from typing import Any, TextIO
 
 from ..config import Settings
 from .live import (
-    EXIT_CANCELLED,
     LiveSession,
     Start,
     StartError,
@@ -73,4 +72,4 @@ async def run_repl(
     return await _in_session(settings, start, out, err, chat)
 
 
-__all__ = ("EXIT_CANCELLED", "Start", "run_oneshot", "run_repl")
+__all__ = ("Start", "run_oneshot", "run_repl")

@@ -12,15 +12,15 @@ from ..fit import fit_report, human
 from ..gpu.chain import ProbeChain
 from ..gpu.nvidia import NvmlProbe, ollama_runner_bytes
 from ..gpu.records import ProbeUnavailable, headroom
-from ..memory import (
-    DEFAULT_COMPUTE_BYTES,
-    Architecture,
-    ArchitectureError,
-    Footprint,
-    measured_compute,
-    ollama_kv_bytes,
+from ..memory import Architecture, ArchitectureError, MiB, footprint_of
+from ..providers.ollama import (
+    OllamaClient,
+    ProviderError,
+    loaded_model,
+    make_http_client,
+    weights_bytes,
 )
-from ..providers.ollama import OllamaClient, ProviderError, make_http_client
+from .exits import EXIT_CODES
 
 
 def _runner_bytes() -> int:
@@ -36,26 +36,31 @@ async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, er
         client = OllamaClient(http, host, timeout)
         try:
             shown = await client.show(model)
-            sizes = {m.name: m.size for m in await client.tags()}
-            running = await client.ps()
+            weights = weights_bytes(await client.tags(), model)
+            loaded = loaded_model(await client.ps(), model)
         except ProviderError as exc:
             err.write(f"ollm: {exc.failure.message}\n")
-            return {"server_unreachable": 3, "model_not_found": 4}.get(exc.failure.kind, 1)
+            return EXIT_CODES.get(exc.failure.kind, 1)
     try:
         arch = Architecture.from_model_info(shown.model_info)
     except ArchitectureError as exc:
         err.write(f"ollm: cannot size {model}: {exc}\n")
         return 1
     kv_type = settings.context.kv_quantization
-    weights = sizes.get(model, sizes.get(f"{model}:latest", 0))
-    loaded = next((m for m in running if model in (m.name, m.model)), None)
-    compute, compute_source = DEFAULT_COMPUTE_BYTES, "an allowance (no loaded model to measure)"
-    if loaded is not None and loaded.context_length and weights:
-        kv_now = ollama_kv_bytes(arch, loaded.context_length, kv_type, parallel)
-        found = measured_compute(loaded.size, weights, kv_now)
-        if found is not None:
-            compute, compute_source = found, "measured: /api/ps size − weights − KV"
-    footprint = Footprint(weights_bytes=weights, compute_bytes=compute)
+    footprint = footprint_of(
+        arch,
+        weights,
+        kv_type,
+        loaded_context=loaded.context_length if loaded else 0,
+        loaded_bytes=loaded.size if loaded else 0,
+        parallel=parallel,
+    )
+    compute = footprint.compute_bytes
+    compute_source = (
+        "measured: /api/ps size − weights − KV"
+        if footprint.compute_measured
+        else "an allowance (no loaded model to measure)"
+    )
     budget: int | None = None
     if is_local(host):
         reading = await anyio.to_thread.run_sync(ProbeChain().read)
@@ -63,7 +68,7 @@ async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, er
         if reading.devices:
             free = headroom(reading.devices)
             held = (loaded.size_vram or loaded.size) if loaded else 0
-            budget = free + held - settings.context.vram_buffer * 1024 * 1024
+            budget = free + held - settings.context.vram_buffer * MiB
             for device in reading.devices:
                 memory_line += (
                     f"\n  {device.device}: {device.name}, {human(device.total_bytes)} total, "

@@ -33,7 +33,6 @@ from ..events import (
     AnyEvent,
     CancelRequested,
     ConversationState,
-    FailureKind,
     SessionOpened,
     UserSubmitted,
 )
@@ -44,23 +43,9 @@ from ..selection import SelectionError, select_model
 from ..sessions import SessionError, find_session, new_session_id, private_dir, restore, session_log
 from ..storage.store import SnapshotStore
 from .console import ConsoleActor, Turns
+from .exits import EXIT_CANCELLED, EXIT_CODES, EXIT_USAGE
 from .status import Status
 from .waiters import Waiters
-
-EXIT_CODES: dict[FailureKind | None, int] = {
-    None: 0,
-    "server_error": 1,
-    "server_unreachable": 3,
-    "model_not_found": 4,
-    "context_overflow": 5,
-    "out_of_memory": 6,
-    "timeout": 7,
-    "connection_reset": 7,
-    "malformed_reply": 7,
-    "stream_error": 7,
-}
-EXIT_USAGE = 2
-EXIT_CANCELLED = 130
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,10 @@ import anyio
 
 from .. import __version__
 from ..config import ConfigError, data_home, load_settings
+from .exits import EXIT_CANCELLED, EXIT_USAGE
 
 # Each command imports what it needs when it runs: the chat's start is timed
 # (`scripts/bench_startup.py`), and replay and the sessions list need none of it.
-
-EXIT_USAGE = 2
 
 
 def _positive_int(text: str) -> int:
@@ -182,7 +181,7 @@ def _flags(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from .chat import EXIT_CANCELLED, Start, run_oneshot, run_repl
+    from .chat import Start, run_oneshot, run_repl
     from .console import CurrentStream
 
     try:

@@ -28,23 +28,29 @@ def _size(n: float) -> str:
     return f"{n / 1024**2:.0f} MB"
 
 
+def _memory(status: Status) -> tuple[bool, int, int] | None:
+    """(a GPU, not the host; bytes used; bytes in all) of the device that fills first."""
+    device = status.gpu()
+    if device is None:
+        return None
+    return device.device != "host", device.total_bytes - device.free_bytes, device.total_bytes
+
+
 def status_lines(status: Status) -> list[str]:
     lines = [
         f"Model: {status.model}",
         f"Context: {status.used:,} / {status.limit:,} tokens ({pct(status.used, status.limit)}%)",
     ]
-    gpu = status.gpu()
-    if gpu is None:
+    memory = _memory(status)
+    if memory is None:
         source = (
             "reported by Ollama only" if status.memory_source == "ollama" else "not sampled yet"
         )
         lines.append(f"VRAM: {source}")
     else:
-        used = gpu.total_bytes - gpu.free_bytes
-        label = "VRAM" if gpu.device != "host" else "Memory (host)"
-        lines.append(
-            f"{label}: {_gb(used)} / {_gb(gpu.total_bytes)} GB ({pct(used, gpu.total_bytes)}%)"
-        )
+        gpu, used, total = memory
+        label = "VRAM" if gpu else "Memory (host)"
+        lines.append(f"{label}: {_gb(used)} / {_gb(total)} GB ({pct(used, total)}%)")
     kv = status.kv_bytes()
     lines.append(f"KV Cache: {status.kv_type}" + (f" ({_size(kv)})" if kv is not None else ""))
     lines.append(f"Snapshots: {status.snapshots} available")
@@ -69,12 +75,10 @@ def toolbar(status: Status, now: float) -> str:
         status.model,
         f"{status.used:,} / {status.limit:,} tokens ({pct(status.used, status.limit)}%)",
     ]
-    gpu = status.gpu()
-    if gpu is not None:
-        used = gpu.total_bytes - gpu.free_bytes
-        parts.append(
-            f"{'VRAM' if gpu.device != 'host' else 'RAM'} {_gb(used)}/{_gb(gpu.total_bytes)} GB"
-        )
+    memory = _memory(status)
+    if memory is not None:
+        gpu, used, total = memory
+        parts.append(f"{'VRAM' if gpu else 'RAM'} {_gb(used)}/{_gb(total)} GB")
     if status.compressing_since is not None:
         elapsed = max(0.0, now - status.compressing_since)
         parts.append(f"{SPINNER[int(elapsed * 8) % len(SPINNER)]} compressing {elapsed:.0f}s")

@@ -77,12 +77,12 @@ async def run_loop(
     if interactive:
         models = [m.name for m in await _installed(live)]
         session = _prompt_session(live, prompt_input, prompt_output)
-        commands = Commands(live, lambda text: _read_terminal(session, text), wall_clock)
-        session.completer = _Completer(commands, live, models)
         read: Read = lambda text: _read_terminal(session, text)  # noqa: E731
+        commands = Commands(live, read, wall_clock)
+        session.completer = _Completer(commands, live, models)
     else:
         read = _read_line
-        commands = Commands(live, _read_line, wall_clock)
+        commands = Commands(live, read, wall_clock)
     while True:
         try:
             text = await read(PROMPT)

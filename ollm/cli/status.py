@@ -26,7 +26,8 @@ from ..events import (
     SnapshotsDeleted,
     UsageChanged,
 )
-from ..memory import ollama_kv_bytes
+from ..gpu.records import filling_first
+from ..memory import ollama_kv_bytes, usable_cache_type
 
 
 @dataclass
@@ -94,16 +95,11 @@ class Status:
 
     def kv_bytes(self) -> int | None:
         """The exact KV cache of the context in force (None when the architecture is unknown)."""
-        if self.selected is None or self.selected.architecture is None or not self.limit:
+        arch = self.selected.architecture if self.selected else None
+        if arch is None or not self.limit:
             return None
-        try:
-            return ollama_kv_bytes(self.selected.architecture, self.limit, self.kv_type)
-        except ValueError:
-            return ollama_kv_bytes(self.selected.architecture, self.limit, "f16")
+        return ollama_kv_bytes(arch, self.limit, usable_cache_type(arch, self.kv_type))
 
     def gpu(self) -> MemorySampled | None:
         """The device that fills first (a GPU when there is one, else the host)."""
-        pool = [d for d in self.devices.values() if d.device != "host"] or list(
-            self.devices.values()
-        )
-        return min(pool, key=lambda d: d.free_bytes) if pool else None
+        return filling_first(self.devices.values())

@@ -31,19 +31,16 @@ from ..events import (
     UsageTrend,
     UserNotified,
 )
+from ..gpu.records import headroom
 from ..memory import (
-    DEFAULT_COMPUTE_BYTES,
-    Architecture,
     Footprint,
-    check_cache_types,
+    MiB,
+    footprint_of,
     largest_fitting,
-    measured_compute,
     needed_bytes,
-    ollama_kv_bytes,
+    usable_cache_type,
 )
 from .memory_guard import threshold_tokens
-
-MiB = 1024 * 1024
 
 
 @dataclass
@@ -61,32 +58,23 @@ def budget_bytes(state: PoolState) -> int | None:
     plus what the loaded model holds now (a reload releases it), minus the user's buffer."""
     if not state.devices or state.selected is None:
         return None
-    gpus = [d for d in state.devices.values() if d.device != "host"]
-    pool = gpus or list(state.devices.values())
-    headroom = min(d.free_bytes for d in pool)
+    room = headroom(state.devices.values())
     if state.loaded is not None and state.loaded.model == state.selected.model:
-        headroom += state.loaded.size_vram_bytes or state.loaded.size_bytes
-    return headroom - state.selected.vram_buffer_bytes
+        room += state.loaded.size_vram_bytes or state.loaded.size_bytes
+    return room - state.selected.vram_buffer_bytes
 
 
 def footprint(state: PoolState) -> Footprint:
     selected, loaded = state.selected, state.loaded
     assert selected is not None
-    compute = DEFAULT_COMPUTE_BYTES
-    measured = False
-    if (
-        loaded is not None
-        and selected.architecture is not None
-        and loaded.size_bytes
-        and loaded.context_length
-    ):
-        kind = usable_cache_type(selected.architecture, selected.kv_cache_type)
-        kv = ollama_kv_bytes(selected.architecture, loaded.context_length, kind)
-        found = measured_compute(loaded.size_bytes, selected.weights_bytes, kv)
-        if found is not None:
-            compute, measured = found, True
-    return Footprint(
-        weights_bytes=selected.weights_bytes, compute_bytes=compute, compute_measured=measured
+    if selected.architecture is None:
+        return Footprint(weights_bytes=selected.weights_bytes)
+    return footprint_of(
+        selected.architecture,
+        selected.weights_bytes,
+        selected.kv_cache_type,
+        loaded_context=loaded.context_length if loaded else 0,
+        loaded_bytes=loaded.size_bytes if loaded else 0,
     )
 
 
@@ -116,18 +104,8 @@ def choose(state: PoolState, *, below: int | None = None) -> tuple[SizeOption, s
         exact = largest_fitting(arch, budget, fp, kv_type, high=options[-1].num_ctx)
         if exact:
             return SizeOption(size=exact, num_ctx=exact), f"fits in {budget // MiB} MiB free"
-    return options[
-        0
-    ], f"nothing fits in {budget // MiB} MiB free; the smallest size, with layers likely on the CPU"
-
-
-def usable_cache_type(arch: Architecture, kind: str) -> str:
-    """The configured KV type, or f16 where llama.cpp would refuse it for this model."""
-    try:
-        check_cache_types(arch, kind, kind)
-    except ValueError:
-        return "f16"
-    return kind
+    free = budget // MiB
+    return options[0], f"nothing fits in {free} MiB free; the smallest size, layers likely on CPU"
 
 
 def trend(state: PoolState, compress_at: float) -> UsageTrend | None:

@@ -39,8 +39,7 @@ from ..events import (
     UsageChanged,
     UserNotified,
 )
-
-MB = 1024 * 1024
+from ..memory import MiB
 
 
 def threshold_tokens(fraction: float, limit: int) -> int:
@@ -64,8 +63,8 @@ class GuardPolicy:
     critical_at: float = 0.95
     compression_enabled: bool = True
     auto_snapshot: bool = True
-    low_memory_bytes: int = 512 * MB
-    recover_memory_bytes: int = 1024 * MB
+    low_memory_bytes: int = 512 * MiB
+    recover_memory_bytes: int = 1024 * MiB
 
     @classmethod
     def from_settings(cls, context: ContextSettings) -> GuardPolicy:
@@ -76,8 +75,8 @@ class GuardPolicy:
             critical_at=context.guard.critical,
             compression_enabled=context.compression.enabled,
             auto_snapshot=context.snapshots.enabled and context.snapshots.auto_create,
-            low_memory_bytes=context.guard.low_memory_mb * MB,
-            recover_memory_bytes=context.guard.recover_memory_mb * MB,
+            low_memory_bytes=context.guard.low_memory_mb * MiB,
+            recover_memory_bytes=context.guard.recover_memory_mb * MiB,
         )
 
     def level(self, used: int, limit: int) -> Level:
@@ -158,7 +157,7 @@ def on_usage(policy: GuardPolicy, state: GuardState, usage: UsageChanged) -> lis
 
 def on_memory(policy: GuardPolicy, state: GuardState, sample: MemorySampled) -> list[Event]:
     device, free = sample.device, sample.free_bytes
-    mib = free // MB
+    mib = free // MiB
     if device not in state.low_devices and free < policy.low_memory_bytes:
         state.low_devices.add(device)
         return [

@@ -26,7 +26,8 @@ from ..events import (
     ReplyCompleted,
     ReplyFailed,
 )
-from ..gpu.records import MemorySource, MiB, Reading
+from ..gpu.records import MemorySource, Reading
+from ..memory import MiB
 from ..providers.ollama import ProviderError, PsModel
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}

@@ -11,7 +11,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .records import DeviceMemory, GiB, MiB, ProbeUnavailable, Run, run_command
+from ..memory import GiB, MiB
+from .records import DeviceMemory, ProbeUnavailable, Run, run_command
 
 AMD_VENDOR = "0x1002"
 

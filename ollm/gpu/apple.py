@@ -8,7 +8,8 @@ from typing import Any
 
 import psutil
 
-from .records import DeviceMemory, GiB, MiB, ProbeUnavailable, run_command
+from ..memory import GiB, MiB
+from .records import DeviceMemory, ProbeUnavailable, run_command
 
 
 def sysctl(name: str) -> str | None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import psutil
 
-from .records import DeviceMemory, MiB, ProbeUnavailable, Run, run_command
+from ..memory import MiB
+from .records import DeviceMemory, ProbeUnavailable, Run, run_command
 
 
 def _import_pynvml() -> ModuleType:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
 
 
 class DeviceMemory(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,8 +101,27 @@ class MemorySource(Protocol):
         ...
 
 
-def headroom(devices: Sequence[DeviceMemory]) -> int:
-    """Free memory of the device that fills first (GPUs split a model's layers, so its KV
-    cache grows on every one of them)."""
-    gpus = [d for d in devices if d.backend != "host"] or list(devices)
-    return min((d.free_bytes for d in gpus), default=0)
+class Device(Protocol):
+    """A device's memory as a probe read it or as the bus carries it (`MemorySampled`)."""
+
+    @property
+    def device(self) -> str: ...
+    @property
+    def free_bytes(self) -> int: ...
+
+
+D = TypeVar("D", bound=Device)
+
+
+def filling_first(devices: Iterable[D]) -> D | None:
+    """The device that fills first: the GPU with the least free memory (GPUs split a model's
+    layers, so its KV cache grows on every one of them), else the host."""
+    listed = list(devices)
+    pool = [d for d in listed if d.device != "host"] or listed
+    return min(pool, key=lambda d: d.free_bytes, default=None)
+
+
+def headroom(devices: Iterable[Device]) -> int:
+    """Free memory of the device that fills first (0 when there is none)."""
+    first = filling_first(devices)
+    return first.free_bytes if first is not None else 0

@@ -101,6 +101,18 @@ class PsResponse(msgspec.Struct):
     models: list[PsModel] = []
 
 
+def weights_bytes(installed: list[TagModel], name: str) -> int:
+    """A model's size on disk, i.e. its weights (`/api/tags`); `name` and `name:latest` are
+    the same model. 0 when it is not listed."""
+    sizes = {m.name: m.size for m in installed}
+    return sizes.get(name, sizes.get(f"{name}:latest", 0))
+
+
+def loaded_model(running: list[PsModel], name: str) -> PsModel | None:
+    """`name` among the models `/api/ps` lists as loaded, if it is."""
+    return next((m for m in running if name in (m.name, m.model)), None)
+
+
 class ProviderError(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.message)
@@ -333,7 +345,7 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
                 )
             )
             return
-        mine = next((m for m in running if selected.model in (m.name, m.model)), None)
+        mine = loaded_model(running, selected.model)
         await ctx.publish(
             ModelLoaded(
                 model=selected.model,

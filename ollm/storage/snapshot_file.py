@@ -85,9 +85,7 @@ def decode(path: Path, data: bytes) -> tuple[SnapshotMeta, SnapshotState]:
         SnapshotError: the file is not a snapshot, is of an unknown version, or is damaged.
     """
     meta, header_end = _header(path, data)
-    body_end = len(data) - CHECKSUM_BYTES
-    if blake3(memoryview(data)[:body_end]).digest() != data[body_end:]:
-        raise SnapshotError(f"{path} is damaged (its checksum does not match), so it was skipped")
+    body_end = _verified(path, data)
     try:
         raw = zstandard.ZstdDecompressor().decompress(
             memoryview(data)[header_end:body_end], max_output_size=meta.raw_bytes
@@ -103,12 +101,16 @@ def read_meta(path: Path, data: bytes, *, verify: bool = True) -> SnapshotMeta:
     """The metadata of a file; with `verify`, only if the whole file's checksum holds."""
     meta, _ = _header(path, data)
     if verify:
-        body_end = len(data) - CHECKSUM_BYTES
-        if blake3(memoryview(data)[:body_end]).digest() != data[body_end:]:
-            raise SnapshotError(
-                f"{path} is damaged (its checksum does not match), so it was skipped"
-            )
+        _verified(path, data)
     return meta
+
+
+def _verified(path: Path, data: bytes) -> int:
+    """Where the checksummed body ends, once the trailing blake3 is found to cover it."""
+    body_end = len(data) - CHECKSUM_BYTES
+    if blake3(memoryview(data)[:body_end]).digest() != data[body_end:]:
+        raise SnapshotError(f"{path} is damaged (its checksum does not match), so it was skipped")
+    return body_end
 
 
 def _header(path: Path, data: bytes) -> tuple[SnapshotMeta, int]:

@@ -10,6 +10,7 @@ the files found on disk, never turned into paths.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ class IndexEntry(msgspec.Struct, frozen=True, kw_only=True):
 class IndexFile(msgspec.Struct, kw_only=True):
     version: int = 1
     entries: list[IndexEntry] = []
+
+
+def _entry(path: Path, stat: os.stat_result, meta: SnapshotMeta) -> IndexEntry:
+    """What the index records of a file, so that a changed file is noticed."""
+    return IndexEntry(file=path.name, size=stat.st_size, mtime_ns=stat.st_mtime_ns, meta=meta)
 
 
 class IdError(ValueError):
@@ -63,10 +69,6 @@ class SnapshotStore:
             entries.values(), key=lambda e: (e.meta.created_at, e.meta.id), reverse=True
         )
         return Listing([e.meta for e in ordered], list(self._problems))
-
-    def refresh(self) -> None:
-        """Forget the cached metadata; the next read checks the directory again."""
-        self._entries = None
 
     def resolve(self, wanted: str) -> str:
         """The id that `wanted` (an id or an unambiguous prefix) names.
@@ -112,9 +114,6 @@ class SnapshotStore:
             self._problems = [str(exc)]
             raise
 
-    def ids(self) -> list[str]:
-        return sorted(self._load())
-
     def short_id(self, candidate: str, length: int = 6) -> str:
         """The shortest prefix of `candidate` (at least `length`) no other snapshot starts with."""
         taken = self._load()
@@ -144,10 +143,7 @@ class SnapshotStore:
         meta, chunks = encode(meta, state)
         path = self.directory / f"{meta.id}{SUFFIX}"
         write_atomic(path, chunks)
-        stat = path.stat()
-        entries[meta.id] = IndexEntry(
-            file=path.name, size=stat.st_size, mtime_ns=stat.st_mtime_ns, meta=meta
-        )
+        entries[meta.id] = _entry(path, path.stat(), meta)
         self._write_index(entries)
         return meta
 
@@ -200,9 +196,7 @@ class SnapshotStore:
                     f"{path} does not hold the snapshot its name says, so it was skipped"
                 )
                 continue
-            entries[meta.id] = IndexEntry(
-                file=path.name, size=stat.st_size, mtime_ns=stat.st_mtime_ns, meta=meta
-            )
+            entries[meta.id] = _entry(path, stat, meta)
         if changed or set(by_file) != {e.file for e in entries.values()}:
             # The files are the truth; the index is only a cache.
             with contextlib.suppress(StorageError):

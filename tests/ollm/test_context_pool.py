@@ -31,8 +31,8 @@ from ollm.events import (
     UserNotified,
     UserSubmitted,
 )
-from ollm.gpu.records import DeviceMemory, GiB, MiB, ProbeUnavailable, Reading
-from ollm.memory import Architecture
+from ollm.gpu.records import DeviceMemory, ProbeUnavailable, Reading
+from ollm.memory import Architecture, GiB, MiB
 from ollm.profiles import choose_context, load_profiles
 from ollm.providers.scripted import ScriptedProviderActor
 

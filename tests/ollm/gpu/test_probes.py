@@ -20,7 +20,8 @@ from ollm.gpu.apple import AppleProbe
 from ollm.gpu.chain import ProbeChain
 from ollm.gpu.host import HostProbe
 from ollm.gpu.nvidia import NvidiaSmiProbe, NvmlProbe
-from ollm.gpu.records import GiB, MiB, ProbeUnavailable, headroom
+from ollm.gpu.records import ProbeUnavailable, headroom
+from ollm.memory import GiB, MiB
 
 # --- NVIDIA: NVML -----------------------------------------------------------------------------
 
