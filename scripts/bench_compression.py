@@ -13,14 +13,12 @@ Baseline in the same run: blake3 over the same conversation text. Target: under 
 from __future__ import annotations
 
 import argparse
-import glob
-import os
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
 import anyio
+from _bench import chat, corpus
 from blake3 import blake3
 
 from actors import ChildSpec, FakeClock, SequentialIds, open_runtime
@@ -46,23 +44,6 @@ class TimedProvider(ScriptedProviderActor):
         start = time.perf_counter()
         await super().handle(event, ctx)
         TimedProvider.spent += time.perf_counter() - start
-
-
-def corpus() -> str:
-    paths = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
-    return "".join(Path(p).read_text(encoding="utf-8", errors="replace") for p in paths)
-
-
-def messages(text: str, tokens: int) -> tuple[Message, ...]:
-    out, pos, i, chars = [], 0, 0, tokens * 4
-    while chars > 0:
-        size = min(chars, 600 + (i * 7919) % 2400)
-        if pos + size > len(text):
-            pos = 0
-        role = "user" if i % 2 == 0 else "assistant"
-        out.append(Message(id=f"m{i + 1}", role=role, content=text[pos : pos + size]))  # type: ignore[arg-type]
-        pos, chars, i = pos + size, chars - size, i + 1
-    return tuple(out)
 
 
 async def once(conversation: tuple[Message, ...], scratch: Path) -> float:
@@ -106,7 +87,7 @@ def main() -> None:
     print(f"{'tokens':>9} {'ollm':>10} {'per 1k tokens':>14} {'blake3 of the text':>19}")
     with tempfile.TemporaryDirectory() as tmp:
         for tokens in (10_000, 100_000, 1_000_000):
-            conversation = messages(text, tokens)
+            conversation = chat(text, tokens, smallest=600, spread=2400)
             data = "".join(m.content for m in conversation).encode()
             spent = min(
                 anyio.run(once, conversation, Path(tmp) / f"{tokens}-{r}", backend="asyncio")

@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import anyio
+from _bench import best
 
 from actors import ChildSpec, SystemClock, open_runtime
 from ollm.context.vram_monitor import MonitorPolicy, VramMonitorActor
@@ -22,21 +23,10 @@ from ollm.gpu.chain import ProbeChain, default_probes
 from ollm.gpu.records import ProbeUnavailable
 
 
-def per_call(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def probes_table(repeats: int) -> None:
     smi = shutil.which("nvidia-smi")
     baseline_cmd = [smi, "--query-gpu=memory.free", "--format=csv,noheader"] if smi else ["true"]
-    baseline = per_call(
-        lambda: subprocess.run(baseline_cmd, capture_output=True, check=False), repeats
-    )
+    baseline = best(lambda: subprocess.run(baseline_cmd, capture_output=True, check=False), repeats)
     print(f"best of {repeats} calls each")
     print(f"{'source':<14}{'one sample':>14}   vs spawning {' '.join(baseline_cmd[:1])}")
     for probe in default_probes():
@@ -45,7 +35,7 @@ def probes_table(repeats: int) -> None:
         except ProbeUnavailable as exc:
             print(f"{probe.name:<14}{'unavailable':>14}   ({exc})")
             continue
-        seconds = per_call(probe.read, repeats)
+        seconds = best(probe.read, repeats)
         print(f"{probe.name:<14}{seconds * 1e3:>11.3f} ms   {baseline / seconds:8.1f}x faster")
     print(f"{'spawn ' + baseline_cmd[0].rsplit('/', 1)[-1]:<14}{baseline * 1e3:>11.3f} ms")
 

@@ -12,58 +12,29 @@ the uncompressed JSON.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 import msgspec
+from _bench import best, chat, corpus
 from blake3 import blake3
 
-from ollm.events import ConversationState, Message
+from ollm.events import ConversationState
 from ollm.storage.snapshot_file import SnapshotMeta, SnapshotState
 from ollm.storage.store import SnapshotStore
 
 
-def corpus() -> str:
-    paths = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
-    return "".join(Path(p).read_text(encoding="utf-8", errors="replace") for p in paths)
-
-
 def conversation(text: str, tokens: int, offset: int) -> SnapshotState:
-    messages, pos, i = [], offset, 0
-    chars = tokens * 4
-    while chars > 0:
-        size = min(chars, 400 + (i * 7919) % 3600)
-        if pos + size > len(text):
-            pos = 0
-        messages.append(
-            Message(
-                id=f"m{i + 1}",
-                role="user" if i % 2 == 0 else "assistant",
-                content=text[pos : pos + size],
-            )
-        )
-        pos, chars, i = pos + size, chars - size, i + 1
+    messages = chat(text, tokens, offset=offset)
     state = ConversationState(
         system_prompt="You are a careful coding assistant.",
-        messages=tuple(messages),
-        next_message=i + 1,
+        messages=messages,
+        next_message=len(messages) + 1,
     )
     return SnapshotState(
         conversation=state, message_tokens=tuple(len(m.content) // 4 for m in messages)
     )
-
-
-def best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    result = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        result = min(result, time.perf_counter() - start)
-    return result
 
 
 def raw_write(path: Path, data: bytes) -> None:
