@@ -11,6 +11,11 @@ import anyio
 class Clock(Protocol):
     """What the runtime and actors read time from."""
 
+    @property
+    def waking(self) -> int:
+        """Sleepers this clock has woken that have not resumed yet (settling waits for them)."""
+        ...
+
     def now(self) -> float:
         """Seconds since the epoch."""
         ...
@@ -22,6 +27,9 @@ class Clock(Protocol):
 
 class SystemClock:
     """The wall clock; sleeps on the event loop."""
+
+    waking = 0
+    """Real time wakes sleepers through the event loop itself: never pending here."""
 
     def now(self) -> float:
         return time.time()

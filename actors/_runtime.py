@@ -44,7 +44,7 @@ class Runtime:
             while True:
                 if activity.outstanding:
                     await activity.wait_quiet()
-                elif getattr(self.clock, "waking", 0):
+                elif self.clock.waking:
                     # Sleepers woken by a fake clock count as busy again once they run.
                     await anyio.lowlevel.checkpoint()
                 else:
