@@ -37,9 +37,7 @@ PREVIEW = 60
 class Facts:
     """What a session amounts to, for the digest's totals and the sessions list."""
 
-    session_id: str = ""
     model: str = ""
-    num_ctx: int = 0
     turns: int = 0
     peak_used: int = 0
     peak_limit: int = 0
@@ -66,10 +64,8 @@ class _Walk:
         line = self._say(envelope)
         if line is None:
             return []
-        if self.reply and not line.startswith("        "):
-            pending, self.reply = self.reply, ""
-            return [f"        {pending}", line]
-        return [line]
+        # A reply still waiting for its usage is said on its own before anything else.
+        return [*self.flush(), line]
 
     def flush(self) -> list[str]:
         pending, self.reply = self.reply, ""
@@ -81,12 +77,11 @@ class _Walk:
         facts.last_at = envelope.at
         match event:
             case SessionOpened(session_id=session_id, resumed=resumed, state=state):
-                facts.session_id = session_id
                 if resumed:
                     return f"session {session_id} resumed with {len(state.messages)} messages"
                 return f"session {session_id} opened"
             case ModelSelected(model=model, num_ctx=num_ctx, how=how, warning=warning):
-                facts.model, facts.num_ctx = model, num_ctx
+                facts.model = model
                 line = f"model {model}, num_ctx {num_ctx}" + (f" ({how})" if how else "")
                 return line + (f"; warning: {warning}" if warning else "")
             case ChatRequested(request_id=rid, purpose=purpose):
