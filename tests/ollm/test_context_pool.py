@@ -35,19 +35,11 @@ from ollm.gpu.records import DeviceMemory, ProbeUnavailable, Reading
 from ollm.memory import Architecture, GiB, MiB
 from ollm.profiles import choose_context, load_profiles
 from ollm.providers.scripted import ScriptedProviderActor
+from tests.fakes.ollama_server import FakeModel
 
 pytestmark = pytest.mark.anyio
 
-LLAMA = Architecture.from_model_info(
-    {
-        "general.architecture": "llama",
-        "llama.block_count": 32,
-        "llama.attention.head_count": 32,
-        "llama.attention.head_count_kv": 8,
-        "llama.embedding_length": 4096,
-        "llama.context_length": 131072,
-    }
-)
+LLAMA = Architecture.from_model_info(FakeModel("llama3.1:8b").model_info())
 
 
 def selected(size: int = 16384, auto: bool = True) -> ModelSelected:

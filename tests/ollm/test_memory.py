@@ -8,13 +8,12 @@ from ollm.memory import (
     Architecture,
     ArchitectureError,
     Footprint,
+    MiB,
     kv_bytes_per_token,
     largest_fitting,
     needed_bytes,
     ollama_kv_bytes,
 )
-
-MiB = 1024 * 1024
 
 MODELS = {
     "llama3.1:8b": {
