@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import sysconfig
@@ -11,6 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from ollm.events import Message, Role
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser, with `--smoke`: tiny sizes and one repeat, so that the
+    test suite runs every benchmark in seconds and none can rot unnoticed."""
+    out = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    out.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, one repeat: checks that it runs"
+    )
+    return out
+
+
+def sizes(smoke: bool, full: tuple[int, ...], tiny: tuple[int, ...]) -> tuple[int, ...]:
+    """The sizes a benchmark measures at: three growing ones, or tiny ones in smoke mode."""
+    return tiny if smoke else full
 
 
 def best(fn: Callable[[], Any], repeats: int) -> float:

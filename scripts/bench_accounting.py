@@ -1,6 +1,6 @@
 """Cost of accepting one new message in conversations of 10, 1,000 and 10,000 messages.
 
-Usage: python scripts/bench_accounting.py [--messages N] [--repeats R]
+Usage: python scripts/bench_accounting.py [--messages N] [--repeats R] [--smoke]
 
 "Accepting" is what the token counter does for a `MessageAdded`: count the message (blake3-
 keyed cache), update the running total, and build the `UsageChanged` it publishes. It runs
@@ -11,15 +11,16 @@ the 10,000 case within 1.5x of the 10 case.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import anyio
+from _bench import parser, sizes
 from blake3 import blake3
 
 from ollm.context.token_counter import TokenCounterActor
 from ollm.events import (
+    ContextSizeChosen,
     ConversationState,
     Message,
     MessageAdded,
@@ -54,6 +55,10 @@ async def per_message_seconds(existing: int, measured: int) -> float:
     ctx: Any = CollectingContext()
     await actor.handle(SessionOpened(session_id="b", state=ConversationState()), ctx)
     await actor.handle(ModelSelected(model="m", size=131072, num_ctx=131072), ctx)
+    # Usage is published against the num_ctx the context pool chose.
+    await actor.handle(
+        ContextSizeChosen(model="m", size=131072, num_ctx=131072, reason="bench"), ctx
+    )
     for i in range(existing):
         await actor.handle(MessageAdded(message=message(i)), ctx)
     batch = [MessageAdded(message=message(existing + i)) for i in range(measured)]
@@ -74,14 +79,17 @@ def hash_seconds(measured: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000, help="messages measured per case")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--messages", type=int, default=2000, help="messages measured per case")
+    options.add_argument("--repeats", type=int, default=7)
+    args = options.parse_args()
+    if args.smoke:
+        args.messages, args.repeats = 20, 1
+    cases = sizes(args.smoke, (10, 1_000, 10_000), (10, 20, 40))
     print(f"per message, best of {args.repeats} runs of {args.messages} messages each")
     print(f"{'conversation':<16}{'accept (us)':>12}{'blake3 (us)':>13}{'ratio':>8}")
     results = {}
-    for existing in (10, 1_000, 10_000):
+    for existing in cases:
         accept = min(
             anyio.run(per_message_seconds, existing, args.messages, backend="asyncio")
             for _ in range(args.repeats)
@@ -92,8 +100,8 @@ def main() -> None:
             f"{existing:>8} msgs  {accept * 1e6:>12.2f}{hashing * 1e6:>13.2f}"
             f"{accept / hashing:>8.1f}x"
         )
-    flat = results[10_000] / results[10]
-    print(f"10,000 vs 10 messages: {flat:.2f}x (target <= 1.5x)")
+    flat = results[cases[-1]] / results[cases[0]]
+    print(f"{cases[-1]:,} vs {cases[0]:,} messages: {flat:.2f}x (target <= 1.5x)")
 
 
 if __name__ == "__main__":

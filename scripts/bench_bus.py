@@ -1,6 +1,6 @@
 """Bus throughput against raw anyio memory object streams, with and without recording.
 
-Usage: python scripts/bench_bus.py [--events N] [--repeats R]
+Usage: python scripts/bench_bus.py [--events N] [--repeats R] [--smoke]
 
 Every figure is the best of R runs, measured in this process next to its baseline, because
 shared machines are noisy. Targets: the bus at >= 50 % of the raw stream's throughput for
@@ -9,13 +9,13 @@ shared machines are noisy. Targets: the bus at >= 50 % of the raw stream's throu
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+from _bench import parser
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors import (
@@ -128,10 +128,12 @@ def best_of(repeats: int, fn: Callable[[], Awaitable[None]]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--events", type=int, default=50_000)
+    options.add_argument("--repeats", type=int, default=5)
+    args = options.parse_args()
+    if args.smoke:
+        args.events, args.repeats = 200, 1
     n, r = args.events, args.repeats
     print(f"events per run: {n}, best of {r} runs each")
     print(f"{'case':<28}{'events/s':>14}{'seconds':>10}   ratio")

@@ -1,6 +1,6 @@
 """Time ollm itself spends to plan and apply a compression of 10k, 100k and 1M tokens.
 
-Usage: python scripts/bench_compression.py [--repeats R]
+Usage: python scripts/bench_compression.py [--repeats R] [--smoke]
 
 The real actors on a runtime (session, token counter, pool, guard, compressor, snapshot
 manager writing the pre-compression snapshot to a temporary directory), with the scripted
@@ -12,13 +12,12 @@ Baseline in the same run: blake3 over the same conversation text. Target: under 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import anyio
-from _bench import chat, corpus
+from _bench import chat, corpus, parser, sizes
 from blake3 import blake3
 
 from actors import ChildSpec, FakeClock, SequentialIds, open_runtime
@@ -79,14 +78,16 @@ async def once(conversation: tuple[Message, ...], scratch: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--repeats", type=int, default=5)
+    args = options.parse_args()
+    if args.smoke:
+        args.repeats = 1
     text = corpus()
     print(f"best of {args.repeats}; the provider's own time excluded")
     print(f"{'tokens':>9} {'ollm':>10} {'per 1k tokens':>14} {'blake3 of the text':>19}")
     with tempfile.TemporaryDirectory() as tmp:
-        for tokens in (10_000, 100_000, 1_000_000):
+        for tokens in sizes(args.smoke, (10_000, 100_000, 1_000_000), (2_000, 4_000, 8_000)):
             conversation = chat(text, tokens, smallest=600, spread=2400)
             data = "".join(m.content for m in conversation).encode()
             spent = min(

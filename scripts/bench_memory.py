@@ -1,20 +1,19 @@
 """Memory probes: one sample through each probe beside spawning `nvidia-smi` (or `true`
 where it is absent), and the VRAM monitor's CPU use over 60 s of 5-s polling.
 
-Usage: python scripts/bench_memory.py [--seconds 60] [--repeats 20]
+Usage: python scripts/bench_memory.py [--seconds 60] [--repeats 20] [--smoke]
 
 Target: the monitor uses at most 0.5 % of one core.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import time
 
 import anyio
-from _bench import best
+from _bench import best, parser
 
 from actors import ChildSpec, SystemClock, open_runtime
 from ollm.context.vram_monitor import MonitorPolicy, VramMonitorActor
@@ -73,10 +72,12 @@ async def monitor_cpu(seconds: float) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--seconds", type=float, default=60.0)
+    options.add_argument("--repeats", type=int, default=20)
+    args = options.parse_args()
+    if args.smoke:
+        args.seconds, args.repeats = 0.2, 1
     probes_table(args.repeats)
     share, samples = anyio.run(monitor_cpu, args.seconds, backend="asyncio")
     print(

@@ -1,6 +1,6 @@
 """Snapshot save and load (with checksum verification) beside raw I/O of the same bytes.
 
-Usage: python scripts/bench_snapshots.py [--repeats R]
+Usage: python scripts/bench_snapshots.py [--repeats R] [--smoke]
 
 Conversations of about 8k, 128k and 1M tokens (text from the Python standard library's own
 sources, so it compresses like real code-and-prose chats). Baselines measured in the same
@@ -11,13 +11,12 @@ the uncompressed JSON.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
 
 import msgspec
-from _bench import best, chat, corpus
+from _bench import best, chat, corpus, parser, sizes
 from blake3 import blake3
 
 from ollm.events import ConversationState
@@ -86,9 +85,11 @@ def measure(root: Path, text: str, tokens: int, offset: int, repeats: int) -> st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--repeats", type=int, default=9)
+    args = options.parse_args()
+    if args.smoke:
+        args.repeats = 1
     text = corpus()
     print(f"best of {args.repeats}; raw = the conversation as uncompressed JSON")
     print(
@@ -96,7 +97,8 @@ def main() -> None:
         f"{'save':>8} {'raw w+fsync':>11} {'ratio':>6}  {'load':>8} {'raw r+b3':>9} {'ratio':>6}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for n, tokens in enumerate((8_000, 128_000, 1_000_000)):
+        cases = sizes(args.smoke, (8_000, 128_000, 1_000_000), (500, 1_000, 2_000))
+        for n, tokens in enumerate(cases):
             print(measure(Path(tmp), text, tokens, n * 1_000_003, args.repeats))
     print("targets: save <= 2x, load <= 2x, size <= 40 %")
 

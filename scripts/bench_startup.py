@@ -2,14 +2,13 @@
 Ollama test server, timed until the prompt shows; beside it, `python -c pass` in the same
 run; then the slowest imports on that path (`python -X importtime`).
 
-Usage: python scripts/bench_startup.py [--runs N]
+Usage: python scripts/bench_startup.py [--runs N] [--smoke]
 
 Target: under 0.5 s to the prompt.
 """
 
 from __future__ import annotations
 
-import argparse
 import compileall
 import fcntl
 import os
@@ -27,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _bench import parser  # noqa: E402
 
 from tests.fakes.ollama_server import ollama_server_thread  # noqa: E402
 
@@ -90,9 +91,11 @@ def _drain(fd: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--runs", type=int, default=7)
+    args = options.parse_args()
+    if args.smoke:
+        args.runs = 1
     # An installed ollm runs from bytecode; compile it once so the figure does not include
     # compiling every module (this sandbox sets PYTHONDONTWRITEBYTECODE).
     compileall.compile_dir(ROOT / "ollm", quiet=1)

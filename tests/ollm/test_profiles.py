@@ -43,6 +43,18 @@ def test_a_missing_ollama_context_size_falls_back_to_085_with_a_warning():
     assert "floor(0.85 × 16384) = 13926" in choice.warning
 
 
+@pytest.mark.parametrize(
+    ("size", "num_ctx"),
+    # 0.85 × 4096 = 3481.6, 0.85 × 32769 = 27853.65, 0.85 × 30 = 25.5: round differs.
+    [(4096, 3481), (32769, 27853), (30, 25)],
+)
+def test_the_fallback_floors_where_rounding_would_differ(size, num_ctx):
+    profile = ModelProfile(id="x", context_profiles=(ContextOption(size=size),))
+    choice = choose_context(profile, size)
+    assert choice.num_ctx == num_ctx
+    assert f"floor(0.85 × {size}) = {num_ctx}" in choice.warning
+
+
 def test_a_size_between_options_takes_the_largest_that_is_not_larger():
     llama = load_profiles().find("llama3.1:8b")
     choice = choose_context(llama, 10000)
