@@ -50,9 +50,11 @@ class Context:
     def crash_holder(self) -> str:
         return f"{self.name} (restarting)"
 
-    async def publish(self, event: object) -> Envelope[Any]:
-        """Publish `event` as this actor; its cause is the envelope being handled."""
-        return await self._bus.publish(event, source=self.name)
+    async def publish(self, event: object, *, causation: int | None = None) -> Envelope[Any]:
+        """Publish `event` as this actor; its cause is the envelope being handled, unless
+        `causation` names another one (a request held back and answered later is caused by
+        the envelope that asked, not by whatever happens to be handled when it goes out)."""
+        return await self._bus.publish(event, source=self.name, causation=causation)
 
     def publish_nowait(self, event: object) -> Envelope[Any]:
         """Publish without waiting (raises `anyio.WouldBlock` if a core mailbox is full)."""

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from .config import Strategy
-from .conversation import turns
+from .conversation import first_kept, turn_tokens, turns
 from .events import ChatMessage, Message
-from .tokens import ROLE_OVERHEAD, estimate_text
+from .tokens import estimate_text
 
 MAX_PINNED = 60
 PRESERVE_SHARE = 0.40
@@ -140,14 +140,6 @@ def anchors(messages: Sequence[Message]) -> list[str]:
     return list(found)
 
 
-def message_tokens(message: Message) -> int:
-    return (
-        estimate_text(message.content)
-        + ROLE_OVERHEAD
-        + sum(estimate_text(c.arguments) + estimate_text(c.name) for c in message.tool_calls)
-    )
-
-
 @dataclass(frozen=True)
 class Plan:
     strategy: Strategy
@@ -177,17 +169,13 @@ def plan(
     preserve_tokens: int,
 ) -> Plan | None:
     """What to compress: whole oldest turns, never the newest; None when nothing can go."""
-    groups = turns(list(messages))
+    groups = turns(messages)
     if len(groups) < 2:
         return None
-    sizes = [sum(message_tokens(m) for m in g) for g in groups]
-    keep_from = len(groups) - 1
-    if strategy != "summarize":
-        # Keep the newest turns verbatim up to the budget (truncate: the same, no summary).
-        tail = sizes[-1]
-        while keep_from > 1 and tail + sizes[keep_from - 1] <= preserve_tokens:
-            keep_from -= 1
-            tail += sizes[keep_from]
+    sizes = turn_tokens(groups)
+    # Keep the newest turns verbatim up to the budget (truncate: the same, no summary);
+    # summarize keeps only the newest turn.
+    keep_from = first_kept(sizes, preserve_tokens if strategy != "summarize" else 0)
     covered = tuple(m for g in groups[:keep_from] for m in g)
     kept = tuple(m for g in groups[keep_from:] for m in g)
     covered_tokens = sum(sizes[:keep_from])

@@ -8,6 +8,8 @@ replays its log through it, so both always agree.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from msgspec.structs import replace
@@ -25,6 +27,7 @@ from .events import (
     SessionOpened,
     SnapshotRestored,
 )
+from .tokens import message_tokens
 
 SYSTEM_ID = "system"
 CONTEXT_ID = "context"
@@ -155,7 +158,7 @@ def _number(identifier: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def turns(messages: list[Message]) -> list[list[Message]]:
+def turns(messages: Sequence[Message]) -> list[list[Message]]:
     """Messages grouped into turns: a user message and everything up to the next one.
 
     A turn keeps a tool call together with its result.
@@ -169,19 +172,34 @@ def turns(messages: list[Message]) -> list[list[Message]]:
     return out
 
 
-def oldest_turns_to_drop(messages: list[Message], share: float) -> tuple[str, ...]:
-    """Ids of the oldest whole turns holding at least `share` of the characters.
+def turn_tokens(groups: Sequence[Sequence[Message]]) -> list[int]:
+    """Each turn's estimated tokens (the one per-message count, `tokens.message_tokens`)."""
+    return [sum(message_tokens(m) for m in group) for group in groups]
+
+
+def first_kept(sizes: Sequence[int], keep_tokens: int) -> int:
+    """The one truncation rule, on turn sizes: the index of the oldest turn kept when the
+    newest turns stay while together they fit `keep_tokens`. The newest turn always stays;
+    with two turns or more, the oldest always goes."""
+    kept = len(sizes) - 1
+    tail = sizes[-1] if sizes else 0
+    while kept > 1 and tail + sizes[kept - 1] <= keep_tokens:
+        kept -= 1
+        tail += sizes[kept]
+    return max(kept, 0)
+
+
+def oldest_turns_to_drop(messages: Sequence[Message], share: float) -> tuple[str, ...]:
+    """Ids of the oldest whole turns holding at least `share` of the messages' tokens, by
+    the truncation rule (`first_kept`).
 
     The newest turn (the message being answered) is never dropped; an empty tuple means
     nothing can be dropped.
     """
     groups = turns(messages)
-    total = sum(len(m.content) for m in messages) or 1
-    dropped: list[str] = []
-    removed = 0
-    for group in groups[:-1]:
-        if removed / total >= share:
-            break
-        dropped.extend(m.id for m in group)
-        removed += sum(len(m.content) for m in group)
-    return tuple(dropped)
+    if share <= 0 or len(groups) < 2:
+        return ()
+    sizes = turn_tokens(groups)
+    total = sum(sizes)
+    keep = first_kept(sizes, total - math.ceil(share * total))
+    return tuple(m.id for group in groups[:keep] for m in group)

@@ -325,6 +325,11 @@ class MessageUnanswered(Event, frozen=True, kw_only=True, tag="message.unanswere
 
     message_id: str
     reason: str
+    """One sentence for the user."""
+    cancelled: bool = False
+    """The user stopped the reply (Ctrl-C)."""
+    failure: FailureKind | None = None
+    """The failure of the request that left it unanswered, when one failed."""
 
 
 class ChatRequested(Event, frozen=True, kw_only=True, tag="chat.requested"):
@@ -409,6 +414,12 @@ class ContextCleared(Event, frozen=True, kw_only=True, tag="context.cleared"):
     snapshot_id: str = ""
     keep_summary: bool = True
     """False: the summary and pinned facts go too (`/context clear`)."""
+
+
+class ClearFailed(Event, frozen=True, kw_only=True, tag="context.clear_failed"):
+    """`/context clear` changed nothing: the snapshot that would undo it was not saved."""
+
+    message: str
 
 
 class UserNotified(Event, frozen=True, kw_only=True, tag="user.notified"):
@@ -528,6 +539,7 @@ DomainEvent = (
     | ResizeDeclined
     | UsageTrend
     | ContextCleared
+    | ClearFailed
     | SnapshotCreated
     | SnapshotFailed
     | RestoreRequested

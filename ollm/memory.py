@@ -14,14 +14,47 @@ of thumb is used anywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 CELL_PADDING = 256
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 GiB = 1024 * MiB
+
+_BYTE_UNITS = (("GiB", GiB, 1), ("MiB", MiB, 0), ("KiB", KiB, 2))
+
+
+def _unit(n_bytes: float) -> tuple[str, int, int]:
+    return next((u for u in _BYTE_UNITS if n_bytes >= u[1]), ("B", 1, 0))
+
+
+def _number(n_bytes: float, size: int, digits: int) -> str:
+    scale = 10**digits
+    return f"{math.floor(n_bytes / size * scale) / scale:.{digits}f}"
+
+
+def format_bytes(n_bytes: float) -> str:
+    """A size as ollm shows it everywhere: binary units, labelled as such ("935 MiB",
+    "7.5 GiB", "68.00 KiB"), rounded down so that free memory is never overstated."""
+    unit, size, digits = _unit(n_bytes)
+    return f"{_number(n_bytes, size, digits)} {unit}"
+
+
+def format_bytes_of(part: float, whole: float) -> str:
+    """Two sizes in the unit that suits the larger, as in "5.8 / 7.5 GiB"."""
+    unit, size, digits = _unit(whole)
+    return f"{_number(part, size, digits)} / {_number(whole, size, digits)} {unit}"
+
+
+def reload_budget(free_bytes: int, held_bytes: int, buffer_bytes: int) -> int:
+    """Memory a (re)load of the model can use: the free memory of the device that fills
+    first, plus what the model holds there now (a reload releases it), minus the buffer the
+    user keeps free (`context.vramBuffer`)."""
+    return free_bytes + held_bytes - buffer_bytes
 
 # (values per block, bytes per block), from ggml's block layouts.
 _BLOCKS: dict[str, tuple[int, int]] = {

@@ -10,6 +10,7 @@ estimates for what was added since (the reply itself is known exactly from `eval
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from blake3 import blake3
@@ -77,6 +78,25 @@ class Counted:
         return math.ceil(self.raw * factor) + self.overhead
 
 
+def count_message(
+    message: Message | ChatMessage, raw: Callable[[str], int] = estimate_text
+) -> Counted:
+    """The one per-message count: its content and each tool call in raw units (`raw`, the
+    chars/4 estimate unless a cache is given), plus the template's overhead around them."""
+    units = raw(message.content)
+    overhead = ROLE_OVERHEAD
+    for call in message.tool_calls:
+        units += raw(_tool_call_text(call))
+        overhead += TOOL_CALL_OVERHEAD
+    return Counted(raw=units, overhead=overhead)
+
+
+def message_tokens(message: Message | ChatMessage) -> int:
+    """A message's estimated tokens before any calibration (compression plans, truncation
+    and snapshot metadata use it; the token counter calibrates the same count)."""
+    return count_message(message).tokens(1.0)
+
+
 @dataclass
 class Sent:
     """What a request carried, as estimated when it was sent."""
@@ -118,12 +138,7 @@ class Accounting:
         return self.factors.get(self.model, 1.0)
 
     def count(self, message: Message | ChatMessage) -> Counted:
-        raw = self.cache.raw(message.content)
-        overhead = ROLE_OVERHEAD
-        for call in message.tool_calls:
-            raw += self.cache.raw(_tool_call_text(call))
-            overhead += TOOL_CALL_OVERHEAD
-        return Counted(raw=raw, overhead=overhead)
+        return count_message(message, self.cache.raw)
 
     def used(self) -> int:
         """Tokens the next prompt will take, as far as is known now."""

@@ -121,7 +121,7 @@ class ConsoleActor(Actor[Shown]):
                 self.last_failure = None
                 self.turns.end()
             case MessageUnanswered(reason=reason):
-                cancelled = reason == "cancelled by the user"
+                cancelled = event.cancelled
                 self.notice(
                     "reply cancelled; your message is kept"
                     if cancelled

@@ -20,7 +20,6 @@ from ..compression import (
     SummaryRejected,
     accept_summary,
     budgets,
-    message_tokens,
     plan,
     summary_messages,
     truncation_pins,
@@ -53,7 +52,7 @@ from ..events import (
     UserNotified,
 )
 from ..profiles import runner_options
-from ..tokens import estimate_text
+from ..tokens import estimate_text, message_tokens
 
 PRIORITY: dict[CompressReason, int] = {"auto": 1, "user": 2, "emergency": 3}
 

@@ -12,7 +12,10 @@ fires once on the way up, in order, and re-arms only when usage falls back below
   snapshot undoes it
 - `LowMemory` → `ResizeRequested` (the next context is smaller); `MemoryRecovered` told.
 
-Every intervention is also a `UserNotified` sentence.
+Every intervention is also a `UserNotified` sentence. The same policy decides, just before
+a request goes out, whether it is sent as it is, sent after the oldest turns are taken out
+(at the hard limit), or refused (the newest message cannot fit at all): `before_send`, which
+the session calls on every send and `/test prompt` calls to show the next request.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from actors import Actor, Context, Event
 
 from ..config import ContextSettings
+from ..conversation import Conversation, oldest_turns_to_drop, turns
 from ..events import (
     CompressRequested,
     CriticalLimitHit,
@@ -39,7 +43,8 @@ from ..events import (
     UsageChanged,
     UserNotified,
 )
-from ..memory import MiB
+from ..memory import MiB, format_bytes
+from ..tokens import message_tokens
 
 
 def threshold_tokens(fraction: float, limit: int) -> int:
@@ -55,16 +60,20 @@ class Level(enum.IntEnum):
     CRITICAL = 4
 
 
+_DEFAULT = ContextSettings()
+"""The configuration's defaults are the policy's: one home for each threshold."""
+
+
 @dataclass(frozen=True)
 class GuardPolicy:
-    compress_at: float = 0.75
-    snapshot_at: float = 0.80
-    hard_at: float = 0.90
-    critical_at: float = 0.95
-    compression_enabled: bool = True
-    auto_snapshot: bool = True
-    low_memory_bytes: int = 512 * MiB
-    recover_memory_bytes: int = 1024 * MiB
+    compress_at: float = _DEFAULT.compression.threshold
+    snapshot_at: float = _DEFAULT.snapshots.auto_threshold
+    hard_at: float = _DEFAULT.guard.hard_limit
+    critical_at: float = _DEFAULT.guard.critical
+    compression_enabled: bool = _DEFAULT.compression.enabled
+    auto_snapshot: bool = _DEFAULT.snapshots.enabled and _DEFAULT.snapshots.auto_create
+    low_memory_bytes: int = _DEFAULT.guard.low_memory_mb * MiB
+    recover_memory_bytes: int = _DEFAULT.guard.recover_memory_mb * MiB
 
     @classmethod
     def from_settings(cls, context: ContextSettings) -> GuardPolicy:
@@ -139,6 +148,60 @@ class GuardPolicy:
         return f"{round(100 * used / max(limit, 1))}%"
 
 
+@dataclass(frozen=True)
+class Send:
+    """Send the request as the conversation stands."""
+
+
+@dataclass(frozen=True)
+class DropFirst:
+    """The hard limit is reached: take the oldest whole turns out, then send."""
+
+    removed_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """The newest message cannot fit even with everything older set aside."""
+
+    newest_tokens: int
+
+
+SendDecision = Send | DropFirst | Refuse
+
+
+def token_shares(conversation: Conversation, used: int) -> tuple[int, int]:
+    """The estimated tokens of the newest turn, and of what every request carries (system
+    prompt, pinned facts, summary): `used` split in proportion to the per-message counts."""
+    groups = turns(conversation.messages)
+    if not groups:
+        return 0, used
+    head = [m for m in (conversation.system_message(), conversation.context_message()) if m]
+    newest = sum(message_tokens(m) for m in groups[-1])
+    base = sum(message_tokens(m) for m in head)
+    total = sum(message_tokens(m) for m in conversation.messages) + base or 1
+    return used * newest // total, used * base // total
+
+
+def before_send(
+    policy: GuardPolicy, conversation: Conversation, used: int, num_ctx: int, *, reduced: bool
+) -> SendDecision:
+    """What to do with the request about to go out for `conversation` at `used` tokens.
+
+    `reduced`: the oldest turns were already taken out for this request (they go once).
+    """
+    newest, base = token_shares(conversation, used)
+    if newest + base > policy.safe_limit(num_ctx):
+        return Refuse(newest_tokens=newest)
+    if not reduced and policy.level(used, num_ctx) >= Level.HARD:
+        target = threshold_tokens(policy.compress_at, num_ctx)
+        share = (used - target) / used if used else 0.0
+        removed = oldest_turns_to_drop(conversation.messages, share)
+        if removed:
+            return DropFirst(removed_ids=removed)
+    return Send()
+
+
 def _note(level: NoticeLevel, text: str) -> UserNotified:
     return UserNotified(level=level, text=text)
 
@@ -157,15 +220,15 @@ def on_usage(policy: GuardPolicy, state: GuardState, usage: UsageChanged) -> lis
 
 def on_memory(policy: GuardPolicy, state: GuardState, sample: MemorySampled) -> list[Event]:
     device, free = sample.device, sample.free_bytes
-    mib = free // MiB
+    shown = format_bytes(free)
     if device not in state.low_devices and free < policy.low_memory_bytes:
         state.low_devices.add(device)
         return [
             LowMemory(device=device, free_bytes=free, threshold_bytes=policy.low_memory_bytes),
-            ResizeRequested(reason=f"low memory on {device} ({mib} MiB free)"),
+            ResizeRequested(reason=f"low memory on {device} ({shown} free)"),
             _note(
                 "warning",
-                f"memory is low on {device} ({mib} MiB free): the next request uses a smaller "
+                f"memory is low on {device} ({shown} free): the next request uses a smaller "
                 "context",
             ),
         ]
@@ -175,7 +238,7 @@ def on_memory(policy: GuardPolicy, state: GuardState, sample: MemorySampled) -> 
             MemoryRecovered(
                 device=device, free_bytes=free, threshold_bytes=policy.recover_memory_bytes
             ),
-            _note("info", f"memory recovered on {device} ({mib} MiB free)"),
+            _note("info", f"memory recovered on {device} ({shown} free)"),
         ]
     return []
 

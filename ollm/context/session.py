@@ -1,31 +1,44 @@
-"""The session: owns the conversation, sends requests, and decides what a failure means.
+"""The session: owns the conversation and the send path.
 
 Chain: UserSubmitted → MessageAdded → (token counter) UsageChanged → ChatRequested →
 (provider) ReplyChunk… → ReplyCompleted → MessageAdded(assistant). A request goes out on
 the usage that follows its message, so its `num_predict` fits the room that is left; never
-while the model is being reloaded with a new size (it waits, and goes out after), and never
-above the hard limit (the oldest turns are dropped first, once, and the user is told).
-A failed request never loses the user's message: it stays, marked unanswered. An overflow
-is retried once after dropping the oldest turns; out of memory once with a smaller context.
-A message that cannot fit even with everything older set aside is refused in one sentence.
+while the model is being reloaded with a new size (it waits, and goes out after).
+
+The session's state is one `Phase` (what the turn under way waits for) beside whether the
+model is loaded at the size in force; work that arrives meanwhile (messages, `/context
+clear`) waits in order, and none is lost. The decisions are pure functions, each with its
+own home:
+
+- what to do just before sending (send, take the oldest turns out first at the hard limit,
+  or refuse a message that cannot fit): `memory_guard.before_send`, with the guard's own
+  thresholds; `plan_send` below turns it into the request (`/test prompt` calls it too);
+- what a failed reply leads to (an overflow retried once after dropping the oldest turns,
+  out of memory once with a smaller context, else unanswered): `recovery.after_failure`;
+- `/context clear` (the `Clearing` phase): a snapshot first, so that it can be undone; the
+  conversation is cleared only once the snapshot is saved.
+
+A failed request never loses the user's message: it stays, marked unanswered.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from actors import Actor, Context
 
 from ..config import Settings
-from ..conversation import Conversation, oldest_turns_to_drop, turns
+from ..conversation import Conversation, turns
 from ..events import (
     ChatRequested,
+    ClearFailed,
     ClearRequested,
     CompressionCompleted,
     ContextCleared,
     ContextReduced,
     ContextSizeChosen,
+    FailureKind,
     Message,
     MessageAdded,
     MessageUnanswered,
@@ -48,28 +61,19 @@ from ..events import (
     UserSubmitted,
 )
 from ..profiles import runner_options
-from .memory_guard import GuardPolicy, Level, threshold_tokens
-
-RETRY_TARGET = 0.75
-"""After an overflow, aim for this share of num_ctx (the compression threshold)."""
+from .memory_guard import DropFirst, GuardPolicy, Refuse, Send, before_send
+from .recovery import GiveUp, RetryShorter, RetrySmaller, after_failure
 
 
 @dataclass(frozen=True)
 class SessionPolicy:
-    max_reply_tokens: int = 2048
+    max_reply_tokens: int = Settings().ollama.max_reply_tokens
     min_reply_tokens: int = 64
-    think: bool = True
+    think: bool = Settings().ollama.think
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionPolicy:
         return cls(max_reply_tokens=settings.ollama.max_reply_tokens, think=settings.ollama.think)
-
-
-@dataclass
-class InFlight:
-    request_id: str
-    user_message_id: str
-    attempt: int
 
 
 def reply_budget(policy: SessionPolicy, num_ctx: int, used: int) -> int:
@@ -85,7 +89,7 @@ def chat_request(
     policy: SessionPolicy,
     attempt: int = 1,
 ) -> ChatRequested:
-    """The request the session sends for the conversation as it is (also `/test prompt`)."""
+    """The request for the conversation as it is."""
     return ChatRequested(
         request_id=conversation.new_request_id(),
         model=model.model,
@@ -97,11 +101,89 @@ def chat_request(
     )
 
 
-def overflow_share(n_prompt: int, n_ctx: int) -> float:
-    """The share of the conversation to drop so that an `n_prompt` prompt fits `n_ctx`."""
-    if n_prompt <= 0 or n_ctx <= 0:
-        return 0.5
-    return max(0.0, (n_prompt - RETRY_TARGET * n_ctx) / n_prompt)
+def plan_send(
+    conversation: Conversation,
+    model: ModelSelected,
+    num_ctx: int,
+    used: int,
+    guard: GuardPolicy,
+    policy: SessionPolicy,
+    *,
+    attempt: int = 1,
+    reduced: bool = False,
+) -> ChatRequested | DropFirst | Refuse:
+    """The one send path: the request to send now, or what must happen instead."""
+    decision = before_send(guard, conversation, used, num_ctx, reduced=reduced)
+    if isinstance(decision, Send):
+        return chat_request(conversation, model, num_ctx, used, policy, attempt)
+    return decision
+
+
+# --- the session's state --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The turn under way: the user's message and how its request has fared."""
+
+    user_message_id: str
+    attempt: int = 1
+    reduced: bool = False
+    """The oldest turns were already taken out for this attempt (they go once)."""
+    failure: FailureKind | None = None
+    """The last failure of this turn's requests."""
+
+
+@dataclass(frozen=True)
+class Idle:
+    """Nothing under way: the next piece of work can start."""
+
+
+@dataclass(frozen=True)
+class AwaitingUsage:
+    """The session just changed the conversation; it sends on the usage that change causes."""
+
+    change_seq: int
+    turn: Turn
+
+
+@dataclass(frozen=True)
+class AwaitingModel:
+    """The model is being reloaded with a new size; the turn's request goes out after."""
+
+    turn: Turn
+    cause: int
+    """The envelope the deferred send descends from."""
+
+
+@dataclass(frozen=True)
+class Streaming:
+    request_id: str
+    turn: Turn
+
+
+@dataclass(frozen=True)
+class Clearing:
+    """`/context clear` waits for the snapshot that would undo it."""
+
+    ref: str
+
+
+Phase = Idle | AwaitingUsage | AwaitingModel | Streaming | Clearing
+
+
+@dataclass(frozen=True)
+class Submit:
+    text: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Clear:
+    seq: int
+
+
+Work = Submit | Clear
 
 
 Accepted = (
@@ -158,26 +240,14 @@ class SessionActor(Actor[Accepted]):
         self.model: ModelSelected | None = None
         self.num_ctx = 0
         self.used = 0
-        self.in_flight: InFlight | None = None
-        self.send_after: tuple[int, int] | None = None
-        """(seq of our last change, attempt): send when the usage caused by that change comes."""
-        self.resizing = False
-        self.after_resize: int | None = None
-        """The attempt to send once the reload with the new size is done."""
-        self.reduced_for_send = False
-        self.queued: deque[str] = deque()
-        self.clearing = ""
-        """The ref of the snapshot a `/context clear` waits for before it clears."""
-
-    async def _emit(self, ctx: Context, event: object) -> int:
-        envelope = await ctx.publish(event)
-        self.conversation.apply(event)
-        return envelope.seq
-
-    async def _tell(self, ctx: Context, level: NoticeLevel, text: str) -> None:
-        await ctx.publish(UserNotified(level=level, text=text))
+        self.phase: Phase = Idle()
+        self.loaded = False
+        """The model is loaded with the size in force (nothing is sent until it is)."""
+        self.queued: deque[Work] = deque()
 
     async def handle(self, event: Accepted, ctx: Context) -> None:
+        seq = ctx.current.seq if ctx.current is not None else 0
+        phase = self.phase
         match event:
             case SessionOpened():
                 self._reset()
@@ -185,218 +255,218 @@ class SessionActor(Actor[Accepted]):
             case ModelSelected():
                 self.model = event
             case ContextSizeChosen(num_ctx=num_ctx):
-                self.num_ctx, self.resizing = num_ctx, True
-            case ModelLoaded() | ModelLoadFailed() if self.resizing:
+                self.num_ctx, self.loaded = num_ctx, False
+            case ModelLoaded() | ModelLoadFailed() if self.num_ctx and not self.loaded:
                 await self._loaded(ctx, event)
-            case ResizeDeclined(reason=reason) if self.after_resize is not None:
-                self.after_resize = None
-                await self._unanswered(ctx, reason)
+            case ResizeDeclined(reason=reason) if isinstance(phase, AwaitingModel):
+                await self._unanswered(ctx, phase.turn, reason)
             case UserSubmitted(text=text):
-                if self._busy():
-                    self.queued.append(text)
-                else:
-                    await self._submit(ctx, text)
+                self.queued.append(Submit(text, seq))
+                await self._next(ctx)
+            case ClearRequested():
+                self.queued.append(Clear(seq))
+                await self._next(ctx)
             case UsageChanged(used_tokens=used):
                 self.used = used
                 cause = ctx.current.causation if ctx.current is not None else None
-                if self.send_after is not None and cause == self.send_after[0]:
-                    attempt = self.send_after[1]
-                    self.send_after = None
-                    await self._try_send(ctx, attempt)
-            case ReplyCompleted() if self._current(event.request_id):
+                if isinstance(phase, AwaitingUsage) and cause == phase.change_seq:
+                    await self._try_send(ctx, phase.turn)
+            case ReplyCompleted() | ReplyFailed() | ReplyCancelled() if (
+                isinstance(phase, Streaming) and phase.request_id == event.request_id
+            ):
+                await self._replied(ctx, phase.turn, event)
+            case SnapshotRestored() | CompressionCompleted():
+                self.conversation.apply(event)
+            case SnapshotCreated(ref=ref) if isinstance(phase, Clearing) and ref == phase.ref:
+                await self._cleared(ctx, event.snapshot_id)
+            case SnapshotFailed(ref=ref) if isinstance(phase, Clearing) and ref == phase.ref:
+                await self._clear_failed(ctx, event.message)
+            case _:
+                pass
+
+    async def _emit(self, ctx: Context, event: object, causation: int | None = None) -> int:
+        envelope = await ctx.publish(event, causation=causation)
+        self.conversation.apply(event)
+        return envelope.seq
+
+    async def _tell(
+        self, ctx: Context, level: NoticeLevel, text: str, causation: int | None = None
+    ) -> None:
+        await ctx.publish(UserNotified(level=level, text=text), causation=causation)
+
+    async def _next(self, ctx: Context) -> None:
+        """Start the next piece of work, once nothing is under way and the model is loaded."""
+        if not self.queued or not isinstance(self.phase, Idle) or not self.loaded:
+            return
+        work = self.queued.popleft()
+        if isinstance(work, Submit):
+            await self._submit(ctx, work)
+        else:
+            await self._clear(ctx, work)
+
+    async def _loaded(self, ctx: Context, event: ModelLoaded | ModelLoadFailed) -> None:
+        if self.model is None or event.model != self.model.model:
+            return
+        self.loaded = True
+        phase = self.phase
+        if not isinstance(phase, AwaitingModel):
+            await self._next(ctx)
+        elif isinstance(event, ModelLoadFailed):
+            await self._unanswered(ctx, phase.turn, event.message, causation=phase.cause)
+        else:
+            await self._try_send(ctx, phase.turn, phase.cause)
+
+    # --- the send path ----------------------------------------------------------------------
+
+    async def _submit(self, ctx: Context, work: Submit) -> None:
+        message = Message(id=self.conversation.new_message_id(), role="user", content=work.text)
+        # Caused by the user's submission, even when it waited in the queue.
+        seq = await self._emit(ctx, MessageAdded(message=message), causation=work.seq)
+        self.phase = AwaitingUsage(seq, Turn(user_message_id=message.id))
+
+    async def _try_send(self, ctx: Context, turn: Turn, causation: int | None = None) -> None:
+        if not self.loaded:
+            seq = ctx.current.seq if ctx.current is not None else 0
+            self.phase = AwaitingModel(turn, causation if causation is not None else seq)
+            return
+        if self.model is None:
+            self.phase = Idle()
+            return
+        planned = plan_send(
+            self.conversation,
+            self.model,
+            self.num_ctx,
+            self.used,
+            self.guard,
+            self.policy,
+            attempt=turn.attempt,
+            reduced=turn.reduced,
+        )
+        match planned:
+            case Refuse(newest_tokens=newest):
+                await self._refuse(ctx, turn, newest, causation)
+            case DropFirst(removed_ids=removed):
+                text = (
+                    f"the context reached the hard limit ({self.used} of {self.num_ctx} tokens): "
+                    f"the {len(removed)} oldest messages were taken out before sending"
+                )
+                reduced = replace(turn, reduced=True)
+                await self._reduce_then_send(ctx, removed, text, self.used, reduced, causation)
+            case ChatRequested():
+                self.phase = Streaming(planned.request_id, turn)
+                await self._emit(ctx, planned, causation)
+
+    async def _replied(
+        self, ctx: Context, turn: Turn, event: ReplyCompleted | ReplyFailed | ReplyCancelled
+    ) -> None:
+        match event:
+            case ReplyCompleted():
                 reply = Message(
                     id=self.conversation.new_message_id(),
                     role="assistant",
                     content=event.content,
                     tool_calls=event.tool_calls,
                 )
-                self.in_flight = None
+                self.phase = Idle()
                 await self._emit(ctx, MessageAdded(message=reply))
                 await self._next(ctx)
-            case ReplyFailed() if self._current(event.request_id):
-                await self._failed(ctx, event)
-            case ReplyCancelled() if self._current(event.request_id):
-                await self._unanswered(ctx, "cancelled by the user")
-            case SnapshotRestored() | CompressionCompleted():
-                self.conversation.apply(event)
-            case ClearRequested():
-                await self._clear(ctx)
-            case SnapshotCreated(ref=ref, snapshot_id=snapshot_id) if ref and ref == self.clearing:
-                await self._cleared(ctx, snapshot_id)
-            case SnapshotFailed(ref=ref) if ref and ref == self.clearing:
-                self.clearing = ""
-                await self._tell(
-                    ctx,
-                    "warning",
-                    f"nothing was cleared: the snapshot that would undo it was not saved "
-                    f"({event.message})",
-                )
-                await self._next(ctx)
-            case _:
-                pass
-
-    def _busy(self) -> bool:
-        """A new message waits (queued, none lost) while a turn is under way, or while the
-        model is being (re)loaded with its size."""
-        return (
-            self.in_flight is not None
-            or bool(self.clearing)
-            or self.send_after is not None
-            or self.after_resize is not None
-            or self.resizing
-            or self.num_ctx == 0
-        )
-
-    def _current(self, request_id: str) -> bool:
-        return self.in_flight is not None and self.in_flight.request_id == request_id
-
-    async def _loaded(self, ctx: Context, event: ModelLoaded | ModelLoadFailed) -> None:
-        if self.model is None or event.model != self.model.model:
-            return
-        self.resizing = False
-        attempt, self.after_resize = self.after_resize, None
-        if attempt is None:
-            await self._next(ctx)
-            return
-        if isinstance(event, ModelLoadFailed):
-            await self._unanswered(ctx, event.message)
-        else:
-            await self._try_send(ctx, attempt)
-
-    async def _submit(self, ctx: Context, text: str) -> None:
-        message = Message(id=self.conversation.new_message_id(), role="user", content=text)
-        self.send_after = (await self._emit(ctx, MessageAdded(message=message)), 1)
-
-    async def _next(self, ctx: Context) -> None:
-        if self.queued and not self._busy():
-            await self._submit(ctx, self.queued.popleft())
-
-    async def _try_send(self, ctx: Context, attempt: int) -> None:
-        if self.resizing:
-            self.after_resize = attempt
-            return
-        safe = self.guard.safe_limit(self.num_ctx)
-        newest, base = self._shares()
-        if newest + base > safe:
-            await self._refuse(ctx, newest)
-            return
-        level = self.guard.level(self.used, self.num_ctx)
-        if level >= Level.HARD and not self.reduced_for_send:
-            target = threshold_tokens(self.guard.compress_at, self.num_ctx)
-            share = (self.used - target) / self.used if self.used else 0.0
-            removed = oldest_turns_to_drop(self.conversation.messages, share)
-            if removed:
-                self.reduced_for_send = True
-                text = (
-                    f"the context reached the hard limit ({self.used} of {self.num_ctx} tokens): "
-                    f"the {len(removed)} oldest messages were taken out before sending"
-                )
-                await self._reduce_then_send(ctx, removed, text, self.used, attempt)
-                return
-        await self._send(ctx, attempt)
+            case ReplyFailed():
+                await self._failed(ctx, turn, event)
+            case ReplyCancelled():
+                await self._unanswered(ctx, turn, "cancelled by the user", cancelled=True)
 
     async def _reduce_then_send(
-        self, ctx: Context, removed: tuple[str, ...], text: str, before: int, attempt: int
+        self,
+        ctx: Context,
+        removed: tuple[str, ...],
+        text: str,
+        before: int,
+        turn: Turn,
+        causation: int | None = None,
     ) -> None:
         """Take `removed` out of the context (a snapshot first, so it stays restorable), say
-        so, and send `attempt` on the usage that follows."""
-        await ctx.publish(SnapshotRequested(reason="auto"))
+        so, and send the turn's request on the usage that follows."""
+        await ctx.publish(SnapshotRequested(reason="auto"), causation=causation)
         reduced = ContextReduced(removed_ids=removed, reason=text, tokens_before=before)
-        self.send_after = (await self._emit(ctx, reduced), attempt)
-        await self._tell(ctx, "warning", text)
+        self.phase = AwaitingUsage(await self._emit(ctx, reduced, causation), turn)
+        await self._tell(ctx, "warning", text, causation)
 
-    def _shares(self) -> tuple[int, int]:
-        """Estimated tokens of the newest turn, and of what is always sent (system prompt,
-        pinned facts, summary): the used total split by characters."""
-        groups = turns(self.conversation.messages)
-        if not groups:
-            return 0, self.used
-        head = [
-            m
-            for m in (self.conversation.system_message(), self.conversation.context_message())
-            if m
-        ]
-        newest_chars = sum(len(m.content) for m in groups[-1])
-        base_chars = sum(len(m.content) for m in head)
-        total = sum(len(m.content) for m in self.conversation.messages) + base_chars or 1
-        return self.used * newest_chars // total, self.used * base_chars // total
-
-    async def _refuse(self, ctx: Context, newest: int) -> None:
+    async def _refuse(
+        self, ctx: Context, turn: Turn, newest: int, causation: int | None = None
+    ) -> None:
         """A message that can never fit is refused, kept in the log, and taken out of the
         context (it would otherwise go out with every later request)."""
         groups = turns(self.conversation.messages)
         ids = tuple(m.id for m in groups[-1]) if groups else ()
-        user = self._last_user_id()
         text = (
             f"your message is about {newest} tokens, too large for the {self.num_ctx}-token "
             "context even with everything older set aside; shorten it, or pick a larger "
             "context with /context size"
         )
-        self.in_flight = None
-        await self._emit(ctx, ContextReduced(removed_ids=ids, reason=text, tokens_before=self.used))
-        if user:
-            await self._emit(ctx, MessageUnanswered(message_id=user, reason=text))
-        await self._next(ctx)
-
-    async def _send(self, ctx: Context, attempt: int) -> None:
-        self.reduced_for_send = False
-        model, user = self.model, self._last_user_id()
-        if model is None or not user:
-            return
-        request = chat_request(
-            self.conversation, model, self.num_ctx, self.used, self.policy, attempt
+        await self._emit(
+            ctx,
+            ContextReduced(removed_ids=ids, reason=text, tokens_before=self.used),
+            causation,
         )
-        self.in_flight = InFlight(request.request_id, user, attempt)
-        await self._emit(ctx, request)
+        await self._unanswered(ctx, turn, text, causation=causation)
 
-    async def _failed(self, ctx: Context, failure: ReplyFailed) -> None:
-        assert self.in_flight is not None
-        first = self.in_flight.attempt == 1
-        if failure.failure == "context_overflow" and first:
-            share = overflow_share(failure.n_prompt_tokens, failure.n_ctx)
-            removed = oldest_turns_to_drop(self.conversation.messages, share)
-            if removed:
-                self.in_flight = None
-                text = (
-                    f"{failure.message}; dropped the {len(removed)} oldest messages "
-                    "and retried once"
-                )
-                await self._reduce_then_send(ctx, removed, text, failure.n_prompt_tokens, 2)
-                return
-        if failure.failure == "out_of_memory" and first:
-            self.in_flight = None
-            self.after_resize = 2
-            await ctx.publish(ResizeRequested(reason="Ollama ran out of memory"))
-            await self._tell(
-                ctx, "warning", f"{failure.message}; retrying once with a smaller context"
-            )
-            return
-        await self._unanswered(ctx, failure.message)
+    async def _failed(self, ctx: Context, turn: Turn, failure: ReplyFailed) -> None:
+        turn = replace(turn, failure=failure.failure)
+        recovery = after_failure(failure, turn.attempt, self.conversation.messages)
+        retry = replace(turn, attempt=turn.attempt + 1, reduced=False)
+        match recovery:
+            case RetryShorter(removed_ids=removed, text=text):
+                await self._reduce_then_send(ctx, removed, text, failure.n_prompt_tokens, retry)
+            case RetrySmaller(text=text):
+                seq = ctx.current.seq if ctx.current is not None else 0
+                self.phase = AwaitingModel(retry, seq)
+                await ctx.publish(ResizeRequested(reason="Ollama ran out of memory"))
+                await self._tell(ctx, "warning", text)
+            case GiveUp():
+                await self._unanswered(ctx, turn, failure.message)
 
-    async def _unanswered(self, ctx: Context, reason: str) -> None:
-        user = self.in_flight.user_message_id if self.in_flight else self._last_user_id()
-        self.in_flight = None
-        if user:
-            await self._emit(ctx, MessageUnanswered(message_id=user, reason=reason))
+    async def _unanswered(
+        self,
+        ctx: Context,
+        turn: Turn,
+        reason: str,
+        *,
+        cancelled: bool = False,
+        causation: int | None = None,
+    ) -> None:
+        self.phase = Idle()
+        unanswered = MessageUnanswered(
+            message_id=turn.user_message_id,
+            reason=reason,
+            cancelled=cancelled,
+            failure=turn.failure,
+        )
+        await self._emit(ctx, unanswered, causation)
         await self._next(ctx)
 
-    def _last_user_id(self) -> str:
-        last = next((m for m in reversed(self.conversation.messages) if m.role == "user"), None)
-        return last.id if last else ""
+    # --- /context clear -------------------------------------------------------------------
 
-    async def _clear(self, ctx: Context) -> None:
-        """`/context clear`: a snapshot first, so that it can be undone; once it is saved only
-        the system prompt is left, and the next request holds it and the new message. If the
+    async def _clear(self, ctx: Context, work: Clear) -> None:
+        """A snapshot first, so that the clear can be undone; once it is saved only the
+        system prompt is left, and the next request holds it and the new message. If the
         snapshot fails nothing is cleared."""
-        seq = ctx.current.seq if ctx.current is not None else 0
-        self.clearing = f"clear-{seq}"
-        await ctx.publish(SnapshotRequested(reason="manual", ref=self.clearing))
+        self.phase = Clearing(ref=f"clear-{work.seq}")
+        await ctx.publish(
+            SnapshotRequested(reason="manual", ref=self.phase.ref), causation=work.seq
+        )
 
     async def _cleared(self, ctx: Context, snapshot_id: str) -> None:
-        self.clearing = ""
+        self.phase = Idle()
         text = f"the conversation was cleared; `/context restore {snapshot_id}` brings it back"
         await self._emit(
             ctx, ContextCleared(reason=text, snapshot_id=snapshot_id, keep_summary=False)
         )
         await self._tell(ctx, "info", text)
+        await self._next(ctx)
+
+    async def _clear_failed(self, ctx: Context, message: str) -> None:
+        self.phase = Idle()
+        text = f"nothing was cleared: the snapshot that would undo it was not saved ({message})"
+        await ctx.publish(ClearFailed(message=text))
+        await self._tell(ctx, "warning", text)
         await self._next(ctx)

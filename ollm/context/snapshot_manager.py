@@ -16,6 +16,7 @@ from blake3 import blake3
 
 from actors import Actor, Context
 
+from ..config import SnapshotSettings
 from ..conversation import Conversation
 from ..events import (
     ChatRequested,
@@ -41,15 +42,19 @@ from ..events import (
 from ..storage.atomic import StorageError
 from ..storage.snapshot_file import SnapshotError, SnapshotMeta, SnapshotState
 from ..storage.store import IdError, SnapshotStore
-from ..tokens import ROLE_OVERHEAD, estimate_text
+from ..tokens import message_tokens
 
 DAY = 86400.0
 
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    keep: int = 5
-    max_age_days: float = 0
+    keep: int = SnapshotSettings().max_count
+    max_age_days: float = SnapshotSettings().max_age_days
+
+    @classmethod
+    def from_settings(cls, snapshots: SnapshotSettings) -> RetentionPolicy:
+        return cls(keep=snapshots.max_count, max_age_days=snapshots.max_age_days)
 
 
 def to_prune(
@@ -152,7 +157,7 @@ class SnapshotManagerActor(Actor[Followed]):
             compression_ratio=1.0,
             reason=reason,
         )
-        tokens = tuple(estimate_text(m.content) + ROLE_OVERHEAD for m in state.messages)
+        tokens = tuple(message_tokens(m) for m in state.messages)
         try:
             saved = await anyio.to_thread.run_sync(
                 self.store.save, meta, SnapshotState(conversation=state, message_tokens=tokens)

@@ -17,6 +17,7 @@ import anyio
 
 from actors import Actor, Context
 
+from ..config import GuardSettings
 from ..events import (
     ChatRequested,
     MemorySampled,
@@ -40,9 +41,13 @@ def is_local(host: str) -> bool:
 
 @dataclass(frozen=True)
 class MonitorPolicy:
-    busy_interval: float = 5.0
-    idle_interval: float = 30.0
+    busy_interval: float = GuardSettings().poll_busy_seconds
+    idle_interval: float = GuardSettings().poll_idle_seconds
     tolerance_bytes: int = 64 * MiB
+
+    @classmethod
+    def from_settings(cls, guard: GuardSettings) -> MonitorPolicy:
+        return cls(busy_interval=guard.poll_busy_seconds, idle_interval=guard.poll_idle_seconds)
 
 
 def moved(last: MemorySampled | None, now: MemorySampled, tolerance: int) -> bool:
