@@ -56,6 +56,7 @@ def reload_budget(free_bytes: int, held_bytes: int, buffer_bytes: int) -> int:
     user keeps free (`context.vramBuffer`)."""
     return free_bytes + held_bytes - buffer_bytes
 
+
 # (values per block, bytes per block), from ggml's block layouts.
 _BLOCKS: dict[str, tuple[int, int]] = {
     "f32": (1, 4),
