@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from msgspec.structs import replace
 
+from actors import LogContents
+
 from .events import (
     ChatMessage,
     ChatRequested,
@@ -24,6 +26,7 @@ from .events import (
     Message,
     MessageAdded,
     MessageUnanswered,
+    ModelSelected,
     SessionOpened,
     SnapshotRestored,
 )
@@ -203,3 +206,23 @@ def oldest_turns_to_drop(messages: Sequence[Message], share: float) -> tuple[str
     total = sum(sizes)
     keep = first_kept(sizes, total - math.ceil(share * total))
     return tuple(m.id for group in groups[:keep] for m in group)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    state: ConversationState
+    model: ModelSelected | None
+    last_seq: int
+
+
+def resumed(log: LogContents) -> Resumed:
+    """The conversation a session's log ends with, folded through the session's own rules,
+    the model it last used, and the last `seq` (a resumed log continues after it)."""
+    conversation = Conversation()
+    model: ModelSelected | None = None
+    for envelope in log.envelopes:
+        conversation.apply(envelope.event)
+        if isinstance(envelope.event, ModelSelected):
+            model = envelope.event
+    last_seq = log.envelopes[-1].seq if log.envelopes else 0
+    return Resumed(state=conversation.state(), model=model, last_seq=last_seq)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blake3 import blake3
 
@@ -136,6 +136,19 @@ class Accounting:
     @property
     def factor(self) -> float:
         return self.factors.get(self.model, 1.0)
+
+    def fork(self) -> Accounting:
+        """An independent copy: what-if counting (`/test prompt`) without touching this one."""
+        cache = TokenCache(dict(self.cache.entries), self.cache.hits, self.cache.misses)
+        return replace(
+            self,
+            cache=cache,
+            factors=dict(self.factors),
+            messages=dict(self.messages),
+            sent=dict(self.sent),
+            reply_tokens=dict(self.reply_tokens),
+            served=dict(self.served),
+        )
 
     def count(self, message: Message | ChatMessage) -> Counted:
         return count_message(message, self.cache.raw)

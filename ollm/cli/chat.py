@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
+import anyio
+
+from actors import ChildSpec
+
 from ..config import Settings
-from .live import (
-    LiveSession,
-    Start,
-    StartError,
-    exit_code,
-    open_live_session,
-    wait_turn,
-)
-from .repl import run_loop
+from ..live import LiveSession, Outcome, Start, StartError, open_live_session
+from .console import ConsoleActor, Printed
+from .exits import exit_status, turn_status
 
 HELP = (
     "Type a message and press Enter (Esc then Enter for a new line). /help lists the "
     "commands; Ctrl-C stops a reply; Ctrl-D or /quit ends the session."
 )
+
+Turn = Callable[[str], Awaitable[Outcome]]
 
 
 async def _in_session(
@@ -27,14 +28,37 @@ async def _in_session(
     start: Start,
     out: TextIO,
     err: TextIO,
-    body: Callable[[LiveSession], Awaitable[int]],
+    body: Callable[[LiveSession, Turn], Awaitable[int]],
 ) -> int:
+    printed = Printed()
+    console = ChildSpec(name="console", factory=lambda: ConsoleActor(out, err, printed))
     try:
-        async with open_live_session(settings, start, out=out, err=err) as live:
-            return await body(live)
+        async with open_live_session(settings, start, extra=(console,)) as live:
+
+            async def turn(text: str) -> Outcome:
+                outcome = await chat_turn(live, text)
+                await printed.reached(outcome.seq)
+                return outcome
+
+            return await body(live, turn)
     except StartError as exc:
         err.write(f"ollm: {exc}\n")
-        return exc.code
+        return exit_status(exc.failure)
+
+
+async def chat_turn(live: LiveSession, text: str) -> Outcome:
+    """Send `text` and wait for its turn to end; Ctrl-C (SIGINT) meanwhile cancels the reply."""
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_on_signal() -> None:
+                async for _ in signals:
+                    await live.cancel()
+
+            tg.start_soon(cancel_on_signal)
+            outcome = await live.send(text)
+            tg.cancel_scope.cancel()
+    return outcome
 
 
 async def run_oneshot(
@@ -42,10 +66,9 @@ async def run_oneshot(
 ) -> int:
     """Send one message, stream the answer to `out`, and exit with a meaningful status."""
 
-    async def once(live: LiveSession) -> int:
-        await live.send(prompt)
-        await wait_turn(live)
-        return exit_code(live.turns)
+    async def once(live: LiveSession, turn: Turn) -> int:
+        outcome = await turn(prompt)
+        return turn_status(outcome.failure, outcome.cancelled)
 
     return await _in_session(settings, start, out, err, once)
 
@@ -60,12 +83,13 @@ async def run_repl(
     prompt_output: Any = None,
 ) -> int:
     """Chat until Ctrl-D or /quit. A failed reply is reported and the REPL goes on."""
+    from .repl import run_loop
 
-    async def chat(live: LiveSession) -> int:
+    async def chat(live: LiveSession, turn: Turn) -> int:
         err.write(f"ollm: {live.model}, num_ctx {live.num_ctx}, session {live.session_id}\n")
         err.write(f"{HELP}\n")
         err.flush()
-        await run_loop(live, out, prompt_input=prompt_input, prompt_output=prompt_output)
+        await run_loop(live, turn, out, prompt_input=prompt_input, prompt_output=prompt_output)
         err.write(f"ollm: session saved; continue it with `ollm --resume {live.session_id}`\n")
         return 0
 

@@ -10,16 +10,13 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..context.session import SessionPolicy, chat_request
-from ..conversation import Conversation
 from ..events import (
+    ClearFailed,
     ClearRequested,
     CompressionCompleted,
     CompressionFailed,
     CompressRequested,
     ContextCleared,
-    ContextSizeChosen,
-    Message,
     ModelLoaded,
     ModelLoadFailed,
     ResizeDeclined,
@@ -31,11 +28,8 @@ from ..events import (
     SnapshotRequested,
     SnapshotRestored,
 )
-from ..providers.ollama import build_chat_payload, supports_truncate
-from ..selection import SelectionError, select_model
-from ..storage.store import IdError
+from ..live import LiveError, LiveSession
 from . import render
-from .live import LiveSession
 
 Ask = Callable[[str], Awaitable[str]]
 
@@ -170,31 +164,29 @@ class Commands:
         return await self._resize(ResizeRequested(reason="/context auto", auto=True))
 
     async def _resize(self, request: ResizeRequested) -> str:
-        chosen = self.live.waiters.expect(
-            lambda e: isinstance(e, ContextSizeChosen | ResizeDeclined)
+        # The pool answers with a size (then the provider reloads the model) or declines.
+        answer = await self.live.request(
+            request, until=(ResizeDeclined, ModelLoaded, ModelLoadFailed), timeout=self.timeout
         )
-        await self.live.publish(request)
-        event = await chosen.wait(self.timeout)
-        if not isinstance(event, ContextSizeChosen):
-            return f"the size did not change: {getattr(event, 'reason', 'no answer')}"
-        loaded = self.live.waiters.expect(
-            lambda e: isinstance(e, ModelLoaded | ModelLoadFailed) and e.model == event.model
-        )
-        result = await loaded.wait(self.timeout)
-        if isinstance(result, ModelLoadFailed):
-            return f"num_ctx {event.num_ctx} chosen, but reloading failed: {result.message}"
+        chosen = self.live.status.chosen
+        if isinstance(answer, ResizeDeclined):
+            return f"the size did not change: {answer.reason}"
+        if answer is None or chosen is None:
+            return "the size did not change: no answer"
+        if isinstance(answer, ModelLoadFailed):
+            return f"num_ctx {chosen.num_ctx} chosen, but reloading failed: {answer.message}"
         return (
-            f"num_ctx is now {event.num_ctx} (size {event.size}); "
-            f"{event.model} was reloaded with it"
+            f"num_ctx is now {chosen.num_ctx} (size {chosen.size}); "
+            f"{chosen.model} was reloaded with it"
         )
 
     async def _snapshot(self, args: list[str]) -> str | None:
         self._no_args(self.context["snapshot"], args)
-        done = self.live.waiters.expect(
-            lambda e: isinstance(e, SnapshotCreated | SnapshotFailed) and e.reason == "manual"
+        await self.live.request(
+            SnapshotRequested(reason="manual"),
+            until=(SnapshotCreated, SnapshotFailed),
+            timeout=self.timeout,
         )
-        await self.live.publish(SnapshotRequested(reason="manual"))
-        await done.wait(self.timeout)
         return None  # the snapshot manager's notice says what happened
 
     async def _restore(self, args: list[str]) -> str | None:
@@ -205,16 +197,18 @@ class Commands:
         if not wanted:
             return "nothing restored"
         try:
-            self.live.store.resolve(wanted)
-        except IdError as exc:
+            await self.live.resolve_snapshot(wanted)
+        except LiveError as exc:
             raise CommandError(usage, str(exc)) from None
-        done = self.live.waiters.expect(lambda e: isinstance(e, SnapshotRestored | RestoreFailed))
-        await self.live.publish(RestoreRequested(snapshot_id=wanted))
-        await done.wait(self.timeout)
+        await self.live.request(
+            RestoreRequested(snapshot_id=wanted),
+            until=(SnapshotRestored, RestoreFailed),
+            timeout=self.timeout,
+        )
         return None  # the snapshot manager's notice says what happened
 
     async def _pick(self) -> str:
-        listing = self.live.store.listing()
+        listing = await self.live.snapshots()
         if not listing.snapshots:
             return ""
         print_list = render.snapshot_list(listing.snapshots, listing.problems, self.now())
@@ -227,28 +221,25 @@ class Commands:
 
     async def _list(self, args: list[str]) -> str:
         self._no_args(self.context["list"], args)
-        listing = self.live.store.listing()
+        listing = await self.live.snapshots()
         return render.snapshot_list(listing.snapshots, listing.problems, self.now())
 
     async def _clear(self, args: list[str]) -> str | None:
         self._no_args(self.context["clear"], args)
-        done = self.live.waiters.expect(
-            lambda e: (
-                isinstance(e, ContextCleared)
-                or (isinstance(e, SnapshotFailed) and e.ref.startswith("clear-"))
-            )
+        await self.live.request(
+            ClearRequested(), until=(ContextCleared, ClearFailed), timeout=self.timeout
         )
-        await self.live.publish(ClearRequested())
-        await done.wait(self.timeout)
-        return None
+        return None  # the session's notice says what happened
 
     async def _compress(self, args: list[str]) -> str | None:
         self._no_args(self.context["compress"], args)
-        done = self.live.waiters.expect(
-            lambda e: isinstance(e, CompressionCompleted | CompressionFailed)
+        # A compression already under way takes the request over: its end is the answer.
+        await self.live.request(
+            CompressRequested(reason="user"),
+            until=(CompressionCompleted, CompressionFailed),
+            timeout=self.timeout,
+            caused=False,
         )
-        await self.live.publish(CompressRequested(reason="user"))
-        await done.wait(self.timeout)
         return None
 
     async def _stats(self, args: list[str]) -> str:
@@ -258,46 +249,31 @@ class Commands:
     async def _test(self, args: list[str]) -> str:
         if args != ["prompt"]:
             raise CommandError(self.top["/test"].usage, "the only test is `/test prompt`")
-        status = self.live.status
-        if status.selected is None or status.chosen is None:
-            return "no model is ready yet"
-        conversation = Conversation.from_state(status.ledger.conversation.state())
-        placeholder = Message(
-            id=conversation.new_message_id(), role="user", content="<your next message>"
-        )
-        conversation.messages.append(placeholder)
-        settings = self.live.settings
-        policy = SessionPolicy.from_settings(settings)
-        request = chat_request(
-            conversation, status.selected, status.chosen.num_ctx, status.used, policy
-        )
-        payload = build_chat_payload(
-            request,
-            keep_alive=settings.ollama.keep_alive,
-            truncate=supports_truncate(status.server_version),
-        )
-        return "POST /api/chat\n" + json.dumps(payload, indent=2, ensure_ascii=False)
+        planned = self.live.next_request()
+        if planned.payload is None:
+            return planned.refused
+        shown = "POST /api/chat\n" + json.dumps(planned.payload, indent=2, ensure_ascii=False)
+        if planned.dropped:
+            shown += (
+                f"\n(the hard limit takes the {len(planned.dropped)} oldest messages out "
+                "before it goes)"
+            )
+        return shown
 
     async def _model(self, args: list[str]) -> str:
         usage = self.top["/model"].usage
         if len(args) != 1:
             raise CommandError(usage, "give one model name, e.g. /model llama3.1:8b")
         try:
-            selected = await select_model(
-                self.live.client, self.live.settings, self.live.profiles, model=args[0]
-            )
-        except SelectionError as exc:
+            selected = await self.live.select_model(args[0])
+        except LiveError as exc:
             raise CommandError(usage, str(exc)) from None
-        loaded = self.live.waiters.expect(
-            lambda e: isinstance(e, ModelLoaded | ModelLoadFailed) and e.model == selected.model
+        result = await self.live.request(
+            selected, until=(ModelLoaded, ModelLoadFailed), timeout=self.timeout
         )
-        await self.live.publish(selected)
-        result = await loaded.wait(self.timeout)
         if isinstance(result, ModelLoadFailed):
             return f"switched to {selected.model}, but loading it failed: {result.message}"
-        chosen = self.live.status.chosen
-        num_ctx = chosen.num_ctx if chosen else selected.num_ctx
-        return f"now chatting with {selected.model}, num_ctx {num_ctx} ({selected.how})"
+        return f"now chatting with {selected.model}, num_ctx {self.live.num_ctx} ({selected.how})"
 
     async def _quit(self, args: list[str]) -> str:
         raise Quit

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from typing import TextIO
 
 import anyio
@@ -12,14 +11,12 @@ from actors import Actor, Context
 
 from ..events import (
     ChatRequested,
-    FailureKind,
     MemorySourceChanged,
     MessageAdded,
     MessageUnanswered,
     ModelLoadFailed,
     ModelSelected,
     ReplyChunk,
-    ReplyFailed,
     UserNotified,
 )
 
@@ -40,24 +37,22 @@ class CurrentStream:
         stream.flush()
 
 
-@dataclass
-class Turns:
-    """Where the CLI learns that a turn ended, and how."""
+class Printed:
+    """How far the console has got (the `seq` of the last envelope it handled): the REPL
+    draws its next prompt, and `ollm -p` exits, only once a turn's last words are out."""
 
-    finished: anyio.Event = field(default_factory=anyio.Event)
-    failure: FailureKind | None = None
-    cancelled: bool = False
-    streaming: bool = False
+    def __init__(self) -> None:
+        self.seq = 0
+        self._moved = anyio.Event()
 
-    def begin(self) -> None:
-        self.finished = anyio.Event()
-        self.failure = None
-        self.cancelled = False
-        self.streaming = True
+    def advance(self, seq: int) -> None:
+        self.seq = max(self.seq, seq)
+        self._moved.set()
+        self._moved = anyio.Event()
 
-    def end(self, failure: FailureKind | None = None, cancelled: bool = False) -> None:
-        self.failure, self.cancelled, self.streaming = failure, cancelled, False
-        self.finished.set()
+    async def reached(self, seq: int) -> None:
+        while self.seq < seq:
+            await self._moved.wait()
 
 
 Shown = (
@@ -65,7 +60,6 @@ Shown = (
     | ReplyChunk
     | MessageAdded
     | MessageUnanswered
-    | ReplyFailed
     | UserNotified
     | ModelSelected
     | ModelLoadFailed
@@ -82,17 +76,15 @@ class ConsoleActor(Actor[Shown]):
         ReplyChunk,
         MessageAdded,
         MessageUnanswered,
-        ReplyFailed,
         UserNotified,
         ModelSelected,
         ModelLoadFailed,
         MemorySourceChanged,
     )
 
-    def __init__(self, out: TextIO, err: TextIO, turns: Turns) -> None:
-        self.out, self.err, self.turns = out, err, turns
+    def __init__(self, out: TextIO, err: TextIO, printed: Printed) -> None:
+        self.out, self.err, self.printed = out, err, printed
         self.open_line = False
-        self.last_failure: FailureKind | None = None
         self.sources_seen = 0
         self.chats: set[str] = set()
         """Ids of chat requests: only their replies are printed (not summaries)."""
@@ -106,6 +98,11 @@ class ConsoleActor(Actor[Shown]):
         self.err.flush()
 
     async def handle(self, event: Shown, ctx: Context) -> None:
+        self.show(event)
+        if ctx.current is not None:
+            self.printed.advance(ctx.current.seq)
+
+    def show(self, event: Shown) -> None:
         match event:
             case ChatRequested(request_id=rid, purpose="chat"):
                 self.chats.add(rid)
@@ -118,19 +115,12 @@ class ConsoleActor(Actor[Shown]):
                     self.out.write("\n")
                     self.out.flush()
                 self.open_line = False
-                self.last_failure = None
-                self.turns.end()
-            case MessageUnanswered(reason=reason):
-                cancelled = event.cancelled
+            case MessageUnanswered(reason=reason, cancelled=cancelled):
                 self.notice(
                     "reply cancelled; your message is kept"
                     if cancelled
                     else f"{reason} (your message is kept, marked unanswered)"
                 )
-                self.turns.end(self.last_failure, cancelled)
-                self.last_failure = None
-            case ReplyFailed(failure=failure):
-                self.last_failure = failure
             case UserNotified(level=level, text=text):
                 self.notice(f"warning: {text}" if level == "warning" else text)
             case ModelSelected(warning=warning) if warning:

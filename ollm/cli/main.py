@@ -13,7 +13,7 @@ import anyio
 
 from .. import __version__
 from ..config import ConfigError, data_home, load_settings
-from .exits import EXIT_CANCELLED, EXIT_USAGE
+from .exits import EXIT_CANCELLED, EXIT_USAGE, describe
 
 # Each command imports what it needs when it runs: the chat's start is timed
 # (`scripts/bench_startup.py`), and replay and the sessions list need none of it.
@@ -49,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ollm",
         description="A context manager and chat REPL for local LLMs served by Ollama.",
-        epilog="Exit status: 0 ok, 1 error, 2 bad usage or config, 3 Ollama unreachable, "
-        "4 model not installed, 5 context overflow, 6 out of memory, 7 timeout or broken "
-        "reply, 130 cancelled.",
+        epilog=describe(),
     )
     parser.add_argument("--version", action="version", version=f"ollm {__version__}")
     parser.add_argument(
@@ -144,28 +142,20 @@ def _replay(path: Path, check: bool, events: bool) -> int:
 
 
 def _sessions() -> int:
-    from actors import LogError, read_log
-
-    from ..events import AnyEvent
-    from ..sessions import list_sessions, session_log, sessions_root
+    from ..live import recorded_sessions
     from .digest import SessionRow, facts, sessions_table
 
-    home = data_home()
-    rows = []
-    for session_id in list_sessions(home):
-        try:
-            found = facts(read_log(session_log(home, session_id), AnyEvent))
-        except LogError as exc:
-            # The error names the file; the row names the session already.
-            rows.append(SessionRow(session_id, None, problem=str(exc).split(", ", 1)[-1]))
-            continue
-        rows.append(SessionRow(session_id, found))
+    root, recorded = recorded_sessions(data_home())
+    rows = [
+        SessionRow(r.session_id, facts(r.log) if r.log is not None else None, problem=r.problem)
+        for r in recorded
+    ]
     if not rows:
-        print(f"no sessions yet in {sessions_root(home)}; `ollm` starts one")
+        print(f"no sessions yet in {root}; `ollm` starts one")
         return 0
     for line in sessions_table(rows):
         print(line)
-    print(f"{len(rows)} sessions in {sessions_root(home)}; `ollm --resume ID` continues one")
+    print(f"{len(rows)} sessions in {root}; `ollm --resume ID` continues one")
     return 0
 
 
@@ -205,7 +195,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .fit import run_fit
+    from .fit_view import run_fit
 
     flags: dict[tuple[str, ...], Any] = {}
     if args.host:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..events import CompressionCompleted
-from ..storage.snapshot_file import SnapshotMeta
-from .status import Status
+from ..live import SnapshotMeta, Status
+from ..memory import format_bytes, format_bytes_of
 
-GB = 1e9
 SPARKS = "▁▂▃▄▅▆▇█"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 BOX_WIDTH = 56
@@ -16,16 +15,6 @@ BOX_WIDTH = 56
 
 def pct(part: float, whole: float) -> int:
     return round(100 * part / whole) if whole else 0
-
-
-def _gb(n: float) -> str:
-    return f"{n / GB:.1f}"
-
-
-def _size(n: float) -> str:
-    if n >= 1024**3:
-        return f"{n / 1024**3:.1f} GB"
-    return f"{n / 1024**2:.0f} MB"
 
 
 def _memory(status: Status) -> tuple[bool, int, int] | None:
@@ -50,9 +39,10 @@ def status_lines(status: Status) -> list[str]:
     else:
         gpu, used, total = memory
         label = "VRAM" if gpu else "Memory (host)"
-        lines.append(f"{label}: {_gb(used)} / {_gb(total)} GB ({pct(used, total)}%)")
+        lines.append(f"{label}: {format_bytes_of(used, total)} ({pct(used, total)}%)")
     kv = status.kv_bytes()
-    lines.append(f"KV Cache: {status.kv_type}" + (f" ({_size(kv)})" if kv is not None else ""))
+    shown = f" ({format_bytes(kv)})" if kv is not None else ""
+    lines.append(f"KV Cache: {status.kv_type}{shown}")
     lines.append(f"Snapshots: {status.snapshots} available")
     if status.compression_enabled:
         lines.append(f"Auto-compress: enabled at {round(status.compress_at * 100)}%")
@@ -78,7 +68,7 @@ def toolbar(status: Status, now: float) -> str:
     memory = _memory(status)
     if memory is not None:
         gpu, used, total = memory
-        parts.append(f"{'VRAM' if gpu else 'RAM'} {_gb(used)}/{_gb(total)} GB")
+        parts.append(f"{'VRAM' if gpu else 'RAM'} {format_bytes_of(used, total)}")
     if status.compressing_since is not None:
         elapsed = max(0.0, now - status.compressing_since)
         parts.append(f"{SPINNER[int(elapsed * 8) % len(SPINNER)]} compressing {elapsed:.0f}s")

@@ -18,13 +18,12 @@ from typing import Any, TextIO
 import anyio
 from prompt_toolkit.completion import Completer, Completion
 
-from ..config import state_dir
-from ..sessions import private_dir
+from ..live import LiveSession, Outcome, history_file
 from .commands import Commands, Quit
-from .live import LiveSession, is_terminal, wait_turn
 from .render import toolbar
 
 Read = Callable[[str], Awaitable[str]]
+Turn = Callable[[str], Awaitable[Outcome]]
 PROMPT = "> "
 
 
@@ -54,7 +53,9 @@ class _Completer(Completer):
         elif words[0] == "/context" and len(words) == 2:
             options = table["/context"]
         elif words[:2] == ["/context", "restore"] and len(words) == 3:
-            options = [m.id for m in self.live.store.listing().snapshots]
+            # From the read model: completion runs on the event loop, which never touches
+            # the snapshot files.
+            options = list(reversed(self.live.status.snapshot_ids))
         elif words[0] == "/model" and len(words) == 2:
             options = self.models
         elif words[0] == "/test" and len(words) == 2:
@@ -65,8 +66,16 @@ class _Completer(Completer):
                 yield Completion(option, start_position=-len(current))
 
 
+def is_terminal(stream: TextIO) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 async def run_loop(
     live: LiveSession,
+    turn: Turn,
     out: TextIO,
     *,
     prompt_input: Any = None,
@@ -75,7 +84,7 @@ async def run_loop(
     """Read and act until the user quits; a failed reply is reported and the loop goes on."""
     interactive = prompt_input is not None or (is_terminal(sys.stdin) and is_terminal(sys.stdout))
     if interactive:
-        models = [m.name for m in await _installed(live)]
+        models = await live.installed_models()
         session = _prompt_session(live, prompt_input, prompt_output)
         read: Read = lambda text: _read_terminal(session, text)  # noqa: E731
         commands = Commands(live, read, wall_clock)
@@ -102,17 +111,7 @@ async def run_loop(
                 out.write(output + "\n")
                 out.flush()
             continue
-        await live.send(text)
-        await wait_turn(live)
-
-
-async def _installed(live: LiveSession) -> list[Any]:
-    from ..providers.ollama import ProviderError
-
-    try:
-        return await live.client.tags()
-    except ProviderError:
-        return []
+        await turn(text)
 
 
 def _prompt_session(live: LiveSession, prompt_input: Any, prompt_output: Any) -> Any:
@@ -130,7 +129,7 @@ def _prompt_session(live: LiveSession, prompt_input: Any, prompt_output: Any) ->
 
     history: Any
     try:
-        history = FileHistory(str(private_dir(state_dir()) / "history"))
+        history = FileHistory(str(history_file()))
     except OSError:
         history = InMemoryHistory()
     no_color = bool(os.environ.get("NO_COLOR"))

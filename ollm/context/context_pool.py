@@ -34,10 +34,11 @@ from ..events import (
 from ..gpu.records import headroom
 from ..memory import (
     Footprint,
-    MiB,
     footprint_of,
+    format_bytes,
     largest_fitting,
     needed_bytes,
+    reload_budget,
     usable_cache_type,
 )
 from .memory_guard import threshold_tokens
@@ -54,14 +55,14 @@ class PoolState:
 
 
 def budget_bytes(state: PoolState) -> int | None:
-    """Memory a (re)load of the model can use: the headroom of the device that fills first,
-    plus what the loaded model holds now (a reload releases it), minus the user's buffer."""
+    """Memory a (re)load of the model can use (`memory.reload_budget`), None while no device
+    has been sampled."""
     if not state.devices or state.selected is None:
         return None
-    room = headroom(state.devices.values())
+    held = 0
     if state.loaded is not None and state.loaded.model == state.selected.model:
-        room += state.loaded.size_vram_bytes or state.loaded.size_bytes
-    return room - state.selected.vram_buffer_bytes
+        held = state.loaded.size_vram_bytes or state.loaded.size_bytes
+    return reload_budget(headroom(state.devices.values()), held, state.selected.vram_buffer_bytes)
 
 
 def footprint(state: PoolState) -> Footprint:
@@ -99,13 +100,13 @@ def choose(state: PoolState, *, below: int | None = None) -> tuple[SizeOption, s
     kv_type = usable_cache_type(arch, selected.kv_cache_type)
     for option in reversed(options):
         if needed_bytes(arch, option.num_ctx, fp, kv_type) <= budget:
-            return option, f"fits in {budget // MiB} MiB free"
+            return option, f"fits in {format_bytes(budget)} free"
     if not selected.options:
         exact = largest_fitting(arch, budget, fp, kv_type, high=options[-1].num_ctx)
         if exact:
-            return SizeOption(size=exact, num_ctx=exact), f"fits in {budget // MiB} MiB free"
-    free = budget // MiB
-    return options[0], f"nothing fits in {free} MiB free; the smallest size, layers likely on CPU"
+            return SizeOption(size=exact, num_ctx=exact), f"fits in {format_bytes(budget)} free"
+    free = format_bytes(max(budget, 0))
+    return options[0], f"nothing fits in {free} free; the smallest size, layers likely on CPU"
 
 
 def trend(state: PoolState, compress_at: float) -> UsageTrend | None:

@@ -101,6 +101,15 @@ def chat_request(
     )
 
 
+def refusal(newest_tokens: int, num_ctx: int) -> str:
+    """Why a message that cannot fit is refused, and what to do, in one sentence."""
+    return (
+        f"your message is about {newest_tokens} tokens, too large for the {num_ctx}-token "
+        "context even with everything older set aside; shorten it, or pick a larger "
+        "context with /context size"
+    )
+
+
 def plan_send(
     conversation: Conversation,
     model: ModelSelected,
@@ -398,11 +407,7 @@ class SessionActor(Actor[Accepted]):
         context (it would otherwise go out with every later request)."""
         groups = turns(self.conversation.messages)
         ids = tuple(m.id for m in groups[-1]) if groups else ()
-        text = (
-            f"your message is about {newest} tokens, too large for the {self.num_ctx}-token "
-            "context even with everything older set aside; shorten it, or pick a larger "
-            "context with /context size"
-        )
+        text = refusal(newest, self.num_ctx)
         await self._emit(
             ctx,
             ContextReduced(removed_ids=ids, reason=text, tokens_before=self.used),

@@ -34,6 +34,13 @@ class Ledger:
         self.accounting = Accounting()
         self.conversation = Conversation()
 
+    def fork(self) -> Ledger:
+        """An independent copy that later events do not reach (for what-if questions)."""
+        copy = Ledger()
+        copy.accounting = self.accounting.fork()
+        copy.conversation = Conversation.from_state(self.conversation.state())
+        return copy
+
     def apply(self, event: object) -> tuple[bool, tuple[int, int] | None]:
         """Fold one event in; returns (usage may have changed, (sent, counted) if the server
         truncated)."""

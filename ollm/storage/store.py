@@ -5,6 +5,10 @@ mtime) is read and verified, and the index rewritten; a missing or damaged index
 from the files. A damaged snapshot is reported (one sentence naming the file), skipped in
 listings and never loaded; its neighbours are unaffected. Ids are only ever looked up among
 the files found on disk, never turned into paths.
+
+The snapshot manager calls the store from worker threads; every public method holds the
+store's lock, and the REPL reads through a `SnapshotView` (read-only, its calls in worker
+threads too), so nothing on the event loop touches the files and no two calls interleave.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import msgspec
 
-from ..sessions import private_dir
 from .atomic import StorageError, remove_stale_temporaries, write_atomic
+from .session_files import private_dir
 from .snapshot_file import SnapshotError, SnapshotMeta, SnapshotState, decode, encode, read_meta
 
 SUFFIX = ".snap"
@@ -60,10 +66,15 @@ class SnapshotStore:
         self.directory = directory
         self._entries: dict[str, IndexEntry] | None = None
         self._problems: list[str] = []
+        self._lock = threading.RLock()
 
     # --- reading ---------------------------------------------------------------------------
 
     def listing(self) -> Listing:
+        with self._lock:
+            return self._listing()
+
+    def _listing(self) -> Listing:
         entries = self._load()
         ordered = sorted(
             entries.values(), key=lambda e: (e.meta.created_at, e.meta.id), reverse=True
@@ -76,6 +87,10 @@ class SnapshotStore:
         Raises:
             IdError: empty, not an id, unknown or ambiguous.
         """
+        with self._lock:
+            return self._resolve(wanted)
+
+    def _resolve(self, wanted: str) -> str:
         text = wanted.strip().lower()
         if not text:
             raise IdError("give a snapshot id; `/context list` shows them")
@@ -101,7 +116,11 @@ class SnapshotStore:
             IdError: the id does not name one snapshot.
             SnapshotError: the file is damaged (it is then also reported in listings).
         """
-        entry = self._load()[self.resolve(wanted)]
+        with self._lock:
+            return self._read(wanted)
+
+    def _read(self, wanted: str) -> tuple[SnapshotMeta, SnapshotState]:
+        entry = self._load()[self._resolve(wanted)]
         path = self.directory / entry.file
         try:
             data = path.read_bytes()
@@ -116,12 +135,13 @@ class SnapshotStore:
 
     def short_id(self, candidate: str, length: int = 6) -> str:
         """The shortest prefix of `candidate` (at least `length`) no other snapshot starts with."""
-        taken = self._load()
-        for size in range(length, len(candidate) + 1):
-            short = candidate[:size]
-            if not any(i.startswith(short) or short.startswith(i) for i in taken):
-                return short
-        return candidate
+        with self._lock:
+            taken = self._load()
+            for size in range(length, len(candidate) + 1):
+                short = candidate[:size]
+                if not any(i.startswith(short) or short.startswith(i) for i in taken):
+                    return short
+            return candidate
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -131,6 +151,10 @@ class SnapshotStore:
         Raises:
             StorageError: the write failed; earlier snapshots are intact, nothing half-written.
         """
+        with self._lock:
+            return self._save(meta, state)
+
+    def _save(self, meta: SnapshotMeta, state: SnapshotState) -> SnapshotMeta:
         if not ID.fullmatch(meta.id):
             raise StorageError(f"{meta.id!r} cannot be a snapshot id")
         try:
@@ -149,6 +173,10 @@ class SnapshotStore:
 
     def delete(self, ids: list[str]) -> list[str]:
         """Delete snapshots by exact id; returns those deleted."""
+        with self._lock:
+            return self._delete(ids)
+
+    def _delete(self, ids: list[str]) -> list[str]:
         entries = self._load()
         gone = []
         for snapshot_id in ids:
@@ -218,3 +246,22 @@ class SnapshotStore:
         )
         # The index is a cache: atomic, but not worth two fsyncs per snapshot.
         write_atomic(self.directory / INDEX, [data], durable=False)
+
+
+class SnapshotView:
+    """Read-only access to a session's snapshots for the REPL: each call runs in a worker
+    thread under the store's lock, beside the snapshot manager's own calls."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self._store = store
+
+    async def listing(self) -> Listing:
+        return await anyio.to_thread.run_sync(self._store.listing)
+
+    async def resolve(self, wanted: str) -> str:
+        """The id `wanted` names.
+
+        Raises:
+            IdError: empty, not an id, unknown or ambiguous.
+        """
+        return await anyio.to_thread.run_sync(self._store.resolve, wanted)

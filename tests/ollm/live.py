@@ -1,50 +1,54 @@
-"""Helpers: the real core actors and the Ollama provider against the test server, over HTTP."""
+"""The live harness: a real live session (the same composition root as the REPL and `-p`)
+against the Ollama test server over HTTP, on a fake clock, every envelope kept."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from actors import ChildSpec
-from actors.testing import Harness, open_harness
-from ollm.app import core_specs
+import anyio
+import msgspec
+
+from actors import ChildSpec, Envelope, FakeClock
+from actors.testing import Harness
 from ollm.config import Settings
-from ollm.events import (
-    ChatRequested,
-    ConversationState,
-    MessageAdded,
-    MessageUnanswered,
-    ModelSelected,
-    SessionOpened,
-    UsageChanged,
-    UserSubmitted,
-)
-from ollm.profiles import load_profiles
-from ollm.providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
-from ollm.selection import select_model
+from ollm.events import ChatRequested, MessageAdded, MessageUnanswered, UsageChanged
+from ollm.gpu.records import Reading
+from ollm.live import LiveSession, Start, open_live_session
+from ollm.providers.ollama import OllamaClient, make_http_client
 from tests.fakes.ollama_server import OllamaTestServer
+
+TURN_TIMEOUT = 30.0
+"""A guard, not a wait: a turn against the local test server ends in well under a second."""
+
+
+class NoDevices:
+    """A memory source that sees no device: sizing does not depend on this machine."""
+
+    def read(self) -> Reading:
+        return Reading(devices=(), source="none")
 
 
 @dataclass
 class Live:
     h: Harness
+    session: LiveSession
     client: OllamaClient
     server: OllamaTestServer
-    selected: ModelSelected
+
+    @property
+    def selected(self) -> Any:
+        return self.session.selected
 
     async def say(self, text: str) -> MessageAdded | MessageUnanswered:
-        """Send a message and wait until its turn ends (settle covers the HTTP stream)."""
-        before = len(self.h.published)
-        await self.h.publish(UserSubmitted(text=text))
+        """Send a message through the session's own door, wait for its turn to end, then
+        for quiet."""
+        with anyio.fail_after(TURN_TIMEOUT):
+            outcome = await self.session.send(text)
         await self.h.settle()
-        for envelope in self.h.published[before:]:
-            event = envelope.event
-            if isinstance(event, MessageUnanswered) or (
-                isinstance(event, MessageAdded) and event.message.role == "assistant"
-            ):
-                return event
-        raise AssertionError("the turn did not end")
+        return outcome.event
 
     def last_usage(self) -> UsageChanged:
         return self.h.events(UsageChanged)[-1]
@@ -64,21 +68,31 @@ async def open_live(
     system: str = "You are a helpful assistant.",
     extra: tuple[ChildSpec, ...] = (),
 ) -> AsyncIterator[Live]:
-    settings = settings or Settings()
-    async with make_http_client(server.url, timeout) as http:
-        client = OllamaClient(http, server.url, timeout)
-        selected = await select_model(client, settings, load_profiles(), model=model, size=size)
-        specs = [
-            *core_specs(settings),
-            ChildSpec(
-                name="provider", factory=lambda: OllamaProviderActor(client, keep_alive="5m")
-            ),
-            *extra,
-        ]
-        async with open_harness(*specs) as h:
-            await h.publish(
-                SessionOpened(session_id="t", state=ConversationState(system_prompt=system))
-            )
-            await h.publish(selected)
-            await h.settle()
-            yield Live(h, client, server, selected)
+    base = settings or Settings()
+    settings = msgspec.structs.replace(
+        base,
+        system_prompt=system,
+        ollama=msgspec.structs.replace(base.ollama, host=server.url, timeout=timeout),
+    )
+    clock = FakeClock()
+    published: list[Envelope[Any]] = []
+    arrived = [anyio.Event()]
+
+    def tap(envelope: Envelope[Any]) -> None:
+        published.append(envelope)
+        arrived[0].set()
+
+    async with (
+        make_http_client(server.url, timeout) as http,
+        open_live_session(
+            settings,
+            Start(model=model, size=size),
+            extra=extra,
+            clock=clock,
+            memory=NoDevices(),
+            taps=(tap,),
+        ) as session,
+    ):
+        h = Harness(session.runtime, clock, published, arrived)
+        await h.settle()
+        yield Live(h, session, OllamaClient(http, server.url, timeout), server)

@@ -311,14 +311,7 @@ async def test_200_turns_against_the_ollama_test_server(tmp_path, size, words):
 
     from .live import open_live
 
-    manager = ChildSpec(
-        name="snapshot_manager",
-        factory=lambda: SnapshotManagerActor(SnapshotStore(tmp_path), RetentionPolicy(keep=5)),
-    )
-    async with (
-        open_ollama_server() as server,
-        open_live(server, size=size, extra=(manager,)) as live,
-    ):
+    async with open_ollama_server() as server, open_live(server, size=size) as live:
         num_ctx = live.selected.num_ctx
         for t in range(200):
             await live.say(f"turn {t}: " + "alpha beta gamma delta " * words)

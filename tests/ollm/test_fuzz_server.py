@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ollm.config import Settings
+from ollm.live import SelectionError, select_model
 from ollm.profiles import load_profiles
 from ollm.providers.ollama import OllamaClient, ProviderError
-from ollm.selection import SelectionError, select_model
 
 HOST = "http://fuzz.invalid"
 json_values = st.recursive(

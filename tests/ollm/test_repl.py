@@ -11,8 +11,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from ollm.cli.chat import run_repl
-from ollm.cli.live import Start
 from ollm.config import Settings, load_settings
+from ollm.live import Start
 from tests.fakes.ollama_server import open_ollama_server, prompt_tokens
 
 pytestmark = pytest.mark.anyio

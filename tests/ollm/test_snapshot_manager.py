@@ -104,7 +104,7 @@ async def test_restore_gives_back_the_saved_conversation_and_the_next_request_is
     later = ["Unrelated: what time zone is UTC+2?", "And UTC-5?"]
     final = "So which would you pick for an index on disk?"
     async with open_ollama_server() as server:
-        async with open_live(server, extra=(manager(tmp_path / "a"),)) as live:
+        async with open_live(server) as live:
             for q in questions:
                 await live.say(q)
             await live.h.inject(SnapshotRequested(reason="manual"))
@@ -116,7 +116,7 @@ async def test_restore_gives_back_the_saved_conversation_and_the_next_request_is
             assert [m.content for m in restored.state.messages if m.role == "user"] == questions
             await live.say(final)
             after_restore = server.chats()[-1]
-        async with open_live(server, extra=(manager(tmp_path / "b"),)) as control:
+        async with open_live(server) as control:
             for q in questions:
                 await control.say(q)
             await control.say(final)

@@ -1,5 +1,6 @@
 """What the REPL shows, kept from the bus: a read model fed by a synchronous tap, so it
-sees every event in order and never lags (pure: no I/O)."""
+sees every event in order and never lags (pure: no I/O). It folds the conversation and its
+token count with the token counter's own `Ledger`, so its figures are the counter's."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ class Status:
     model_size: int = 0
     model_vram: int = 0
     loaded_context: int = 0
-    snapshots: int = 0
+    snapshot_ids: list[str] = field(default_factory=list)
+    """The session's snapshots, newest last (from the listing at start, then the events)."""
     compressing_since: float | None = None
     compressions: list[CompressionCompleted | CompressionFailed] = field(default_factory=list)
     server_version: str = ""
@@ -71,10 +73,11 @@ class Status:
             case ModelLoaded() | ModelMemory():
                 self.model_size, self.model_vram = event.size_bytes, event.size_vram_bytes
                 self.loaded_context = event.context_length
-            case SnapshotCreated(pruned=pruned):
-                self.snapshots += 1 - len(pruned)
+            case SnapshotCreated(snapshot_id=snapshot_id, pruned=pruned):
+                self._forget(pruned)
+                self.snapshot_ids.append(snapshot_id)
             case SnapshotsDeleted(snapshot_ids=ids):
-                self.snapshots -= len(ids)
+                self._forget(ids)
             case CompressionStarted():
                 self.compressing_since = envelope.at
             case CompressionCompleted() | CompressionFailed():
@@ -84,6 +87,15 @@ class Status:
                 self.server_version = version
             case _:
                 pass
+
+    def _forget(self, ids: tuple[str, ...]) -> None:
+        gone = set(ids)
+        self.snapshot_ids = [i for i in self.snapshot_ids if i not in gone]
+
+    @property
+    def snapshots(self) -> int:
+        """How many snapshots the session has."""
+        return len(self.snapshot_ids)
 
     @property
     def model(self) -> str:

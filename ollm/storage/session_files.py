@@ -1,16 +1,12 @@
-"""Sessions on disk: `$OLLM_HOME/sessions/<id>/events.jsonl`, private to the user."""
+"""Sessions on disk: `$OLLM_HOME/sessions/<id>/events.jsonl`, private to the user.
+
+(The conversation a log ends with is folded by `conversation.resumed`.)"""
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from actors import LogContents
-
-from .conversation import Conversation
-from .events import ConversationState, ModelSelected
 
 LOG_NAME = "events.jsonl"
 
@@ -63,25 +59,6 @@ def find_session(home: Path, wanted: str | None) -> str:
             "type more of the id"
         )
     return wanted if wanted in matches else matches[0]
-
-
-@dataclass(frozen=True)
-class Restored:
-    state: ConversationState
-    model: ModelSelected | None
-    last_seq: int
-
-
-def restore(log: LogContents) -> Restored:
-    """The conversation a session's log ends with, folded through the session's own rules."""
-    conversation = Conversation()
-    model: ModelSelected | None = None
-    for envelope in log.envelopes:
-        conversation.apply(envelope.event)
-        if isinstance(envelope.event, ModelSelected):
-            model = envelope.event
-    last_seq = log.envelopes[-1].seq if log.envelopes else 0
-    return Restored(state=conversation.state(), model=model, last_seq=last_seq)
 
 
 def private_dir(path: Path) -> Path:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .config import Settings
-from .events import FailureKind, ModelSelected
-from .memory import Architecture, ArchitectureError, MiB
-from .profiles import Profiles, choose_context
-from .providers.ollama import OllamaClient, ProviderError, weights_bytes
+from ..config import Settings
+from ..events import FailureKind, ModelSelected
+from ..memory import Architecture, ArchitectureError, MiB
+from ..profiles import Profiles, choose_context
+from ..providers.ollama import OllamaClient, ProviderError, weights_bytes
 
 
 class SelectionError(Exception):

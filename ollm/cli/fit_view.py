@@ -1,0 +1,95 @@
+"""`ollm fit MODEL`: the model's architecture, its KV cost, and the largest context that fits
+(the text; the facts come from `ollm.live.gather_fit`)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from ..config import Settings
+from ..live import FitFacts, StartError, gather_fit
+from ..memory import format_bytes as human
+from .exits import exit_status
+
+
+def memory_line(facts: FitFacts) -> str:
+    """Where memory figures come from and what they are."""
+    if not facts.local:
+        return (
+            f"Ollama runs at {facts.host}, not on this machine: this machine's memory says "
+            "nothing about it, so no fit is computed (the KV figures below still hold)"
+        )
+    line = facts.memory_source
+    for device in facts.devices:
+        line += (
+            f"\n  {device.device}: {device.name}, {human(device.total_bytes)} total, "
+            f"{human(device.free_bytes)} free"
+        )
+    if facts.devices and facts.held_bytes:
+        line += (
+            f"\n  {facts.model} is loaded and holds {human(facts.held_bytes)}; a reload frees it"
+        )
+    if facts.runner_bytes:
+        line += (
+            f"\n  Ollama's runner processes hold {human(facts.runner_bytes)} of GPU memory "
+            "[NVML per-process]"
+        )
+    return line
+
+
+async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, err: TextIO) -> int:
+    try:
+        facts = await gather_fit(settings, model, parallel)
+    except StartError as exc:
+        err.write(f"ollm: {exc}\n")
+        return exit_status(exc.failure)
+    out.write("\n".join(fit_lines(facts)) + "\n")
+    return 0
+
+
+def fit_lines(facts: FitFacts) -> list[str]:
+    arch, report, kv_type, parallel = facts.arch, facts.report, facts.kv_type, facts.parallel
+    footprint, weights = facts.footprint, facts.weights_bytes
+    compute = footprint.compute_bytes
+    compute_source = (
+        "measured: /api/ps size − weights − KV"
+        if footprint.compute_measured
+        else "an allowance (no loaded model to measure)"
+    )
+    swa = sum(arch.swa_layers)
+    kv_heads = "/".join(map(str, sorted(set(arch.kv_heads))))
+    lines = [
+        f"{facts.model}: {arch.name}, {arch.layers} layers, {kv_heads} KV heads "
+        f"× {arch.key_length}+{arch.value_length}, trained context {arch.context_length or '?'}"
+        + (f", {swa} sliding-window layers (window {arch.sliding_window})" if swa else "")
+        + "   [/api/show model_info]",
+        f"weights: {human(weights) if weights else 'unknown'}   [/api/tags size]",
+        f"compute buffers: {human(compute)}   [{compute_source}]",
+        f"kept free: {facts.buffer_mib} MiB   [config context.vramBuffer]",
+        f"memory: {memory_line(facts)}",
+        "KV cache per token (all layers): "
+        + ", ".join(f"{t} {human(b)}" for t, b in report.per_token.items())
+        + "   [computed from model_info]",
+        "",
+        f"{'num_ctx':>9} "
+        + "".join(f"{'KV ' + t:>11}" for t in report.per_token)
+        + f"{'total (' + kv_type + ')':>16}  fits",
+    ]
+    for row in report.rows:
+        fits = "?" if row.fits is None else ("yes" if row.fits else "no")
+        lines.append(
+            f"{row.num_ctx:>9} "
+            + "".join(f"{human(row.kv[t]):>11}" for t in report.per_token)
+            + f"{human(row.total):>16}  {fits}"
+        )
+    lines.append("")
+    if report.largest:
+        best = report.largest
+        lines.append(
+            f"largest context that fits now: {best.get(kv_type, best.get('f16'))} tokens with "
+            f"{kv_type if kv_type in best else 'f16'} "
+            f"(your KV cache type); "
+            + ", ".join(f"{best[t]} with {t}" for t in best if t != kv_type)
+        )
+        if parallel > 1:
+            lines.append(f"(per slot, with {parallel} parallel slots)")
+    return lines

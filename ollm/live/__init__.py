@@ -1,0 +1,52 @@
+"""A running session and its one door, `LiveSession`, for the CLI.
+
+`open_live_session` is the live composition root (the REPL, `ollm -p` and the tests' live
+harness all start here); `LiveSession` is everything the CLI may do with a running session.
+The CLI imports only this package and the pure modules (events, config, memory arithmetic);
+never the actors' modules, the provider, the storage or the probes (a test checks it).
+Also here: the other doors the CLI has to the outside world (`ollm fit`, `ollm sessions`).
+"""
+
+from __future__ import annotations
+
+from ..storage.snapshot_file import SnapshotMeta as SnapshotMeta
+from ..storage.store import Listing as Listing
+from ._fit import Device as Device
+from ._fit import FitFacts as FitFacts
+from ._fit import gather_fit as gather_fit
+from ._live_session import LiveError as LiveError
+from ._live_session import LiveSession as LiveSession
+from ._live_session import Outcome as Outcome
+from ._live_session import history_file as history_file
+from ._preview import NextRequest as NextRequest
+from ._records import RecordedSession as RecordedSession
+from ._records import recorded_sessions as recorded_sessions
+from ._root import Start as Start
+from ._root import StartError as StartError
+from ._root import live_specs as live_specs
+from ._root import open_live_session as open_live_session
+from ._selection import SelectionError as SelectionError
+from ._selection import select_model as select_model
+from ._status import Status as Status
+
+__all__ = (
+    "Device",
+    "FitFacts",
+    "Listing",
+    "LiveError",
+    "LiveSession",
+    "NextRequest",
+    "Outcome",
+    "RecordedSession",
+    "SelectionError",
+    "SnapshotMeta",
+    "Start",
+    "StartError",
+    "Status",
+    "gather_fit",
+    "history_file",
+    "live_specs",
+    "open_live_session",
+    "recorded_sessions",
+    "select_model",
+)

@@ -1,0 +1,123 @@
+"""`ollm fit MODEL`: what the server and this machine say about a model's fit (the I/O part;
+`fit_report` is the arithmetic, `cli/fit_view` the text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+
+from ..config import Settings
+from ..context.vram_monitor import is_local
+from ..fit_report import FitReport, fit_report
+from ..gpu.chain import ProbeChain
+from ..gpu.nvidia import NvmlProbe, ollama_runner_bytes
+from ..gpu.records import ProbeUnavailable, headroom
+from ..memory import Architecture, ArchitectureError, Footprint, MiB, footprint_of, reload_budget
+from ..providers.ollama import (
+    OllamaClient,
+    ProviderError,
+    loaded_model,
+    make_http_client,
+    weights_bytes,
+)
+from ._root import StartError
+
+
+@dataclass(frozen=True)
+class Device:
+    device: str
+    name: str
+    total_bytes: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class FitFacts:
+    model: str
+    arch: Architecture
+    weights_bytes: int
+    footprint: Footprint
+    report: FitReport
+    kv_type: str
+    parallel: int
+    buffer_mib: int
+    host: str
+    local: bool
+    """Ollama runs on this machine, so its memory is what matters."""
+    memory_source: str = ""
+    """Which probe read the memory, and why earlier ones were passed over."""
+    devices: tuple[Device, ...] = ()
+    held_bytes: int = 0
+    """What the model holds while loaded (a reload frees it)."""
+    runner_bytes: int = 0
+    """GPU memory Ollama's runner processes hold (NVML per-process), 0 when unknown."""
+
+
+def _runner_bytes() -> int:
+    try:
+        return ollama_runner_bytes(NvmlProbe().processes())
+    except ProbeUnavailable:
+        return 0
+
+
+async def gather_fit(settings: Settings, model: str, parallel: int) -> FitFacts:
+    """Ask the server about `model` and this machine about its memory.
+
+    Raises:
+        StartError: the server cannot answer, or the model cannot be sized.
+    """
+    host, timeout = settings.ollama.host, settings.ollama.timeout
+    async with make_http_client(host, timeout) as http:
+        client = OllamaClient(http, host, timeout)
+        try:
+            shown = await client.show(model)
+            weights = weights_bytes(await client.tags(), model)
+            loaded = loaded_model(await client.ps(), model)
+        except ProviderError as exc:
+            raise StartError(exc.failure.message, exc.failure.kind) from exc
+    try:
+        arch = Architecture.from_model_info(shown.model_info)
+    except ArchitectureError as exc:
+        raise StartError(f"cannot size {model}: {exc}", "server_error") from exc
+    kv_type = settings.context.kv_quantization
+    footprint = footprint_of(
+        arch,
+        weights,
+        kv_type,
+        loaded_context=loaded.context_length if loaded else 0,
+        loaded_bytes=loaded.size if loaded else 0,
+        parallel=parallel,
+    )
+    local = is_local(host)
+    budget: int | None = None
+    source, held, runner = "", 0, 0
+    devices: tuple[Device, ...] = ()
+    if local:
+        reading = await anyio.to_thread.run_sync(ProbeChain().read)
+        held = (loaded.size_vram or loaded.size) if loaded else 0
+        if reading.devices:
+            free = headroom(reading.devices)
+            budget = reload_budget(free, held, settings.context.vram_buffer * MiB)
+        if reading.source == "nvml":
+            runner = await anyio.to_thread.run_sync(_runner_bytes)
+        source = reading.describe()
+        devices = tuple(
+            Device(d.device, d.name, d.total_bytes, d.free_bytes) for d in reading.devices
+        )
+    return FitFacts(
+        model=model,
+        arch=arch,
+        weights_bytes=weights,
+        footprint=footprint,
+        report=fit_report(arch, footprint, budget, kv_type, parallel),
+        kv_type=kv_type,
+        parallel=parallel,
+        buffer_mib=settings.context.vram_buffer,
+        host=host,
+        local=local,
+        memory_source=source,
+        devices=devices,
+        held_bytes=held,
+        runner_bytes=runner,
+    )

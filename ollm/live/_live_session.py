@@ -1,0 +1,199 @@
+"""`LiveSession`: the one door through which the CLI talks to a running session.
+
+Everything the REPL and `ollm -p` do goes through it and the events module: send a message
+and wait for its turn to end, ask for anything with `request(event, until=…)`, the exact
+next payload, the session's snapshots, the installed models, a model's selection. The CLI
+never reaches the actors, the provider, the storage or the probes itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from actors import Envelope, Runtime
+
+from ..config import Settings, state_dir
+from ..events import (
+    CancelRequested,
+    FailureKind,
+    MessageAdded,
+    MessageUnanswered,
+    ModelSelected,
+    UserSubmitted,
+)
+from ..profiles import Profiles
+from ..providers.ollama import OllamaClient, ProviderError
+from ..storage.session_files import private_dir
+from ..storage.store import IdError, Listing, SnapshotView
+from ._preview import NextRequest, next_request
+from ._requests import Requests, Until
+from ._selection import SelectionError, select_model
+from ._status import Status
+
+
+class LiveError(Exception):
+    """What the user asked for cannot be done; `str()` is one sentence saying why."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a turn ended."""
+
+    event: MessageAdded | MessageUnanswered
+    """The reply joining the conversation, or the user's message marked unanswered."""
+    seq: int
+    """The `seq` of that event (what has been shown of the turn can be waited for)."""
+
+    @property
+    def answered(self) -> bool:
+        return isinstance(self.event, MessageAdded)
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self.event, MessageUnanswered) and self.event.cancelled
+
+    @property
+    def failure(self) -> FailureKind | None:
+        return self.event.failure if isinstance(self.event, MessageUnanswered) else None
+
+
+def turn_ended(event: object) -> bool:
+    """The event that ends a turn: the reply, or the message left unanswered."""
+    return isinstance(event, MessageUnanswered) or (
+        isinstance(event, MessageAdded) and event.message.role == "assistant"
+    )
+
+
+class LiveSession:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        session_id: str,
+        log_path: Path,
+        settings: Settings,
+        selected: ModelSelected,
+        status: Status,
+        client: OllamaClient,
+        profiles: Profiles,
+        requests: Requests,
+        snapshots_view: SnapshotView,
+    ) -> None:
+        self.runtime = runtime
+        self.session_id = session_id
+        self.log_path = log_path
+        self.settings = settings
+        self.selected = selected
+        """The model and context chosen at the start."""
+        self.status = status
+        """The read model of the session (what the status box and toolbar show)."""
+        self._client = client
+        self._profiles = profiles
+        self._requests = requests
+        self._snapshots = snapshots_view
+
+    @property
+    def model(self) -> str:
+        return self.status.selected.model if self.status.selected else self.selected.model
+
+    @property
+    def num_ctx(self) -> int:
+        return self.status.chosen.num_ctx if self.status.chosen else self.selected.num_ctx
+
+    # --- talking ----------------------------------------------------------------------------
+
+    async def send(self, text: str) -> Outcome:
+        """Send a chat message and wait until its turn ends (a failure ends it too)."""
+        ended = await self._ask(UserSubmitted(text=text), turn_ended, None, True)
+        assert ended is not None  # no timeout: it waits for the turn's end
+        event = ended.event
+        assert isinstance(event, MessageAdded | MessageUnanswered)
+        return Outcome(event, ended.seq)
+
+    async def cancel(self) -> None:
+        """Stop the reply being generated (Ctrl-C); the user's message is kept."""
+        await self.runtime.publish(CancelRequested(), source="cli")
+
+    async def request(
+        self,
+        event: object,
+        *,
+        until: Until,
+        timeout: float | None = None,
+        caused: bool = True,
+    ) -> object | None:
+        """Publish `event` and wait for its answer: the first event that `until` accepts
+        (a tuple of types or a predicate) among those `event` caused, directly or not.
+
+        `caused=False` takes the first such event whatever caused it (a request that joins
+        work already under way is answered by that work). None after `timeout` seconds.
+        """
+        answer = await self._ask(event, until, timeout, caused)
+        return answer.event if answer is not None else None
+
+    async def _ask(
+        self, event: object, until: Until, timeout: float | None, caused: bool
+    ) -> Envelope[Any] | None:
+        pending = self._requests.expect(event, until, caused=caused)
+        try:
+            await self.runtime.publish(event, source="cli")
+            if timeout is None:
+                await pending.arrived.wait()
+            else:
+                with anyio.move_on_after(timeout):
+                    await pending.arrived.wait()
+        finally:
+            self._requests.forget(pending)
+        return pending.answer
+
+    def next_request(self) -> NextRequest:
+        """Exactly what the next message would send (`/test prompt`)."""
+        return next_request(self.status, self.settings)
+
+    # --- what the session has ---------------------------------------------------------------
+
+    async def snapshots(self) -> Listing:
+        """The session's snapshots, newest first, and the damaged files that were skipped."""
+        return await self._snapshots.listing()
+
+    async def resolve_snapshot(self, wanted: str) -> str:
+        """The snapshot id that `wanted` (an id or an unambiguous prefix) names.
+
+        Raises:
+            LiveError: empty, not an id, unknown or ambiguous.
+        """
+        try:
+            return await self._snapshots.resolve(wanted)
+        except IdError as exc:
+            raise LiveError(str(exc)) from None
+
+    async def installed_models(self) -> list[str]:
+        """The models the server has; empty when it cannot say."""
+        try:
+            return [m.name for m in await self._client.tags()]
+        except ProviderError:
+            return []
+
+    async def select_model(self, name: str) -> ModelSelected:
+        """`name` and its context by the sizing rule, ready to publish (`/model`).
+
+        Raises:
+            LiveError: the server cannot be reached or the model is not installed.
+        """
+        try:
+            return await select_model(self._client, self.settings, self._profiles, model=name)
+        except SelectionError as exc:
+            raise LiveError(str(exc)) from None
+
+
+def history_file() -> Path:
+    """Where the REPL keeps its input history (private to the user).
+
+    Raises:
+        OSError: the state directory cannot be created.
+    """
+    return private_dir(state_dir()) / "history"
