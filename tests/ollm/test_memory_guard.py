@@ -1,24 +1,34 @@
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import pytest
 
 from actors import ChildSpec
 from actors.testing import open_harness
+from ollm.config import Settings
 from ollm.context.memory_guard import (
+    DropFirst,
     GuardPolicy,
     GuardState,
     Level,
     MemoryGuardActor,
+    Refuse,
+    Send,
+    before_send,
     on_memory,
     on_usage,
     threshold_tokens,
 )
+from ollm.conversation import Conversation
 from ollm.events import (
     CompressRequested,
     CriticalLimitHit,
     HardLimitHit,
     LowMemory,
     MemoryRecovered,
+    Message,
     MemorySampled,
     ResizeRequested,
     SnapshotRequested,
@@ -26,6 +36,7 @@ from ollm.events import (
     UsageChanged,
     UserNotified,
 )
+from ollm.tokens import message_tokens
 
 MB = 1024 * 1024
 
@@ -101,3 +112,77 @@ async def test_usage_changed_runs_through_the_guard_to_a_compression_request():
         assert soft.source == request.source == "memory_guard"
         assert soft.causation == request.causation == injected.seq
         assert soft.seq < request.seq
+
+
+# --- one Level, one policy: the guard's thresholds and the decision before each send -------
+
+LIMITS = [("0.75", Level.SOFT), ("0.80", Level.SNAPSHOT), ("0.90", Level.HARD)]
+LIMITS.append(("0.95", Level.CRITICAL))
+
+
+def exactly(fraction: str, num_ctx: int) -> int:
+    """floor(fraction × num_ctx), computed exactly (no float in the way)."""
+    return math.floor(Fraction(fraction) * num_ctx)
+
+
+@pytest.mark.parametrize("num_ctx", [2048, 3482, 4096, 6963, 13926, 131072])
+@pytest.mark.parametrize(("fraction", "level"), LIMITS)
+def test_each_level_starts_exactly_at_its_threshold_by_default(num_ctx, fraction, level):
+    # The configured defaults (config.py is their one home) and the policy's own agree.
+    for policy in (GuardPolicy.from_settings(Settings().context), GuardPolicy()):
+        at = exactly(fraction, num_ctx)
+        assert policy.level(at, num_ctx) is level
+        assert policy.level(at - 1, num_ctx) is Level(level - 1)
+
+
+def conversation(turn_words: list[int], system: str = "Be brief.") -> Conversation:
+    messages = []
+    for i, words in enumerate(turn_words):
+        messages.append(Message(id=f"u{i}", role="user", content="word " * words))
+        messages.append(Message(id=f"a{i}", role="assistant", content="fine " * 10))
+    return Conversation(system_prompt=system, messages=messages)
+
+
+@pytest.mark.parametrize("num_ctx", [3482, 4096, 13926])
+@pytest.mark.parametrize(
+    ("fraction", "offset", "decision"),
+    [
+        ("0.75", 0, Send),
+        ("0.80", 0, Send),
+        ("0.90", -1, Send),
+        ("0.90", 0, DropFirst),
+        ("0.95", -1, DropFirst),
+        ("0.95", 0, DropFirst),
+        ("1", 0, DropFirst),
+    ],
+)
+def test_before_send_drops_the_oldest_turns_from_exactly_the_hard_limit(
+    num_ctx, fraction, offset, decision
+):
+    talk = conversation([40] * 8)
+    used = exactly(fraction, num_ctx) + offset
+    found = before_send(GuardPolicy(), talk, used, num_ctx, reduced=False)
+    assert type(found) is decision
+    if isinstance(found, DropFirst):
+        # Whole turns from the oldest, never the newest, enough to come back to 75 %.
+        assert found.removed_ids[:2] == ("u0", "a0")
+        assert "u7" not in found.removed_ids
+        assert len(found.removed_ids) % 2 == 0
+        sizes = {m.id: message_tokens(m) for m in talk.messages}
+        total, gone = sum(sizes.values()), sum(sizes[i] for i in found.removed_ids)
+        needed = (used - exactly("0.75", num_ctx)) / used
+        assert gone / total >= needed, "enough goes to come back to the compression threshold"
+        one_turn = sizes["u0"] + sizes["a0"]
+        assert (gone - one_turn) / total < needed, "and not a turn more"
+    # Once they went, the same request is sent: they go once.
+    assert isinstance(before_send(GuardPolicy(), talk, used, num_ctx, reduced=True), Send)
+
+
+@pytest.mark.parametrize("num_ctx", [3482, 4096, 13926])
+def test_a_message_alone_past_the_safe_limit_is_refused_exactly_there(num_ctx):
+    alone = Conversation(messages=[Message(id="u1", role="user", content="x " * 9000)])
+    safe = GuardPolicy().safe_limit(num_ctx)
+    assert safe == exactly("0.90", num_ctx) - 1
+    assert isinstance(before_send(GuardPolicy(), alone, safe, num_ctx, reduced=False), Send)
+    refused = before_send(GuardPolicy(), alone, safe + 1, num_ctx, reduced=False)
+    assert refused == Refuse(newest_tokens=safe + 1)
