@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import anyio
 from blake3 import blake3
+from msgspec.structs import replace
 
 from actors import Actor, Context
 
@@ -147,7 +148,7 @@ class SnapshotManagerActor(Actor[Followed]):
         state = self.conversation.state()
         messages = list(self.conversation.prompt_messages())
         meta = SnapshotMeta(
-            id=self.store.short_id(blake3(ctx.ids.new_id().encode()).hexdigest()),
+            id="",  # the shortest free prefix of `candidate`, found beside the files
             session_id=self.session_id,
             created_at=ctx.now(),
             model=self.model,
@@ -157,12 +158,18 @@ class SnapshotManagerActor(Actor[Followed]):
             compression_ratio=1.0,
             reason=reason,
         )
+        candidate = blake3(ctx.ids.new_id().encode()).hexdigest()
         tokens = tuple(message_tokens(m) for m in state.messages)
+        snapshot = SnapshotState(conversation=state, message_tokens=tokens)
+        now = ctx.now()
+
+        def write() -> tuple[SnapshotMeta, list[str]]:
+            # Every look at the files happens here, in a worker thread, never on the loop.
+            saved = self.store.save(replace(meta, id=self.store.short_id(candidate)), snapshot)
+            return saved, self._prune(saved.id, now)
+
         try:
-            saved = await anyio.to_thread.run_sync(
-                self.store.save, meta, SnapshotState(conversation=state, message_tokens=tokens)
-            )
-            pruned = await anyio.to_thread.run_sync(self._prune, saved.id, ctx.now())
+            saved, pruned = await anyio.to_thread.run_sync(write)
         except StorageError as exc:
             await ctx.publish(SnapshotFailed(reason=reason, message=str(exc), ref=ref))
             await ctx.publish(

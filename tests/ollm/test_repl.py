@@ -169,3 +169,68 @@ async def test_size_auto_compress_stats_help_and_model():
     assert "/context restore [id]" in out
     assert "now chatting with llama3.1:8b" in out
     assert "compressed" in err or "nothing old enough to compress" in err
+
+
+async def test_nothing_on_the_event_loop_touches_the_snapshot_files(monkeypatch):
+    """Saving, listing, the picker, resolving an id, clearing: every look at the files runs
+    in a worker thread (the snapshot manager's, or the read-only view's)."""
+    import threading
+
+    from ollm.storage import atomic, store
+
+    loop_thread = threading.current_thread()
+    on_loop: list[str] = []
+
+    def watch(name, original):
+        def watched(*args, **kwargs):
+            if threading.current_thread() is loop_thread:
+                on_loop.append(name)
+            return original(*args, **kwargs)
+
+        return watched
+
+    monkeypatch.setattr(store.SnapshotStore, "_load", watch("_load", store.SnapshotStore._load))
+    monkeypatch.setattr(store, "write_atomic", watch("write_atomic", atomic.write_atomic))
+    async with open_ollama_server() as server:
+        out, err = await repl(
+            server,
+            [
+                "remember the word kiwi",
+                "/context snapshot",
+                "/context list",
+                "/context restore",
+                "1",
+                "/context list",
+                "/context clear",
+                "/context list",
+            ],
+        )
+    assert out.count("manual") == 4 and "restored snapshot" in err  # 1 + 1 + 2 rows
+    assert "the conversation was cleared" in err
+    assert on_loop == []
+
+
+def test_snapshot_ids_complete_from_the_read_model_newest_first():
+    """Tab completion runs on the event loop: it reads the ids the bus told the read model
+    (the listing at start, then each snapshot made or deleted), never the files."""
+    from types import SimpleNamespace
+
+    from prompt_toolkit.document import Document
+
+    from ollm.cli.commands import Commands
+    from ollm.cli.repl import _Completer
+
+    async def ask(text: str) -> str:
+        return ""
+
+    live = SimpleNamespace(
+        status=SimpleNamespace(snapshot_ids=["abc123", "abd999", "ff0000"]), settings=Settings()
+    )
+    completer = _Completer(Commands(live, ask, lambda: 0.0), live, models=["qwen3:8b"])  # type: ignore[arg-type]
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text), None)]
+
+    assert complete("/context restore ab") == ["abd999", "abc123"]
+    assert complete("/context restore ") == ["ff0000", "abd999", "abc123"]
+    assert complete("/model q") == ["qwen3:8b"]
