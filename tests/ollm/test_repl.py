@@ -6,6 +6,7 @@ import io
 import json
 import re
 
+import msgspec
 import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -234,3 +235,38 @@ def test_snapshot_ids_complete_from_the_read_model_newest_first():
     assert complete("/context restore ab") == ["abd999", "abc123"]
     assert complete("/context restore ") == ["ff0000", "abd999", "abc123"]
     assert complete("/model q") == ["qwen3:8b"]
+
+
+async def test_test_prompt_near_the_hard_limit_is_the_request_that_goes_out():
+    """`/test prompt` runs the session's own send path: once a message would cross the hard
+    limit it shows the request after the oldest turns are taken out, exactly as sent."""
+    settings = load_settings(
+        env={},
+        flags={("ollama", "host"): "http://127.0.0.1:1", ("context", "targetSize"): 4096},
+    )
+    settings = msgspec.structs.replace(
+        settings,
+        system_prompt="Keep every answer short and plain. " * 330,
+        context=msgspec.structs.replace(
+            settings.context,
+            compression=msgspec.structs.replace(settings.context.compression, enabled=False),
+        ),
+    )
+    turns = 24
+    async with open_ollama_server() as server:
+        settings = msgspec.structs.replace(
+            settings, ollama=msgspec.structs.replace(settings.ollama, host=server.url)
+        )
+        lines = ["/test prompt", "<your next message>"] * turns
+        out, err = await repl(server, lines, settings)
+        sent = [c for c in server.chats() if c["messages"]]
+    shown = [
+        json.loads(block.split("\n}\n", 1)[0] + "\n}")
+        for block in out.split("POST /api/chat\n")[1:]
+    ]
+    assert len(shown) == len(sent) == turns
+    for preview, request in zip(shown, sent, strict=True):
+        assert preview == request, "the preview is the request, byte for byte"
+    dropped = out.count("(the hard limit takes the")
+    assert dropped >= 1, "the hard limit was reached, and the preview said so"
+    assert err.count("reached the hard limit") == dropped
