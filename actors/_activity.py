@@ -16,6 +16,8 @@ class Activity:
         self._total = 0
         self._quiet = anyio.Event()
         self._quiet.set()
+        self.changed: anyio.Event | None = None
+        """Set on every release of work, while someone watches (replay's driver)."""
 
     def begin(self, holder: str, n: int = 1) -> None:
         if self._total == 0:
@@ -34,10 +36,16 @@ class Activity:
         self._total -= n
         if self._total == 0:
             self._quiet.set()
+        if self.changed is not None:
+            self.changed.set()
 
     @property
     def outstanding(self) -> int:
         return self._total
+
+    def holders(self) -> frozenset[str]:
+        """Who holds outstanding work now."""
+        return frozenset(self._held)
 
     def describe(self) -> str:
         """Who holds work, e.g. `guard: 2, recorder: 1`."""

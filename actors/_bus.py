@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -16,6 +16,10 @@ from ._mailbox import Mailbox, Overflow
 
 Tap = Callable[[Envelope[Any]], None]
 """A synchronous observer of every envelope, called in `seq` order at publication."""
+
+Gate = Callable[[object, str, int | None], Awaitable[None]]
+"""Awaited before an (awaited) publication is stamped, with the event, its source and its
+cause: replay holds a derived event back until the inputs recorded before it are in."""
 
 # The envelope being handled by the current task: what a publication from it was caused by.
 # Each task has its own value, so concurrent handlers never see each other's.
@@ -55,6 +59,7 @@ class Bus:
         self._mailboxes: list[Mailbox] = []
         self._routes: dict[type, tuple[Mailbox, ...]] = {}
         self._taps: list[Tap] = []
+        self.gate: Gate | None = None
 
     def subscribe(
         self,
@@ -111,6 +116,8 @@ class Bus:
         """
         # No checkpoint of its own: a full mailbox makes it wait, and an empty one should not
         # cost a trip through the event loop per event.
+        if self.gate is not None:
+            await self.gate(event, source, causation if causation is not None else _causation.get())
         envelope = self._stamp(event, source, causation)
         for mailbox in self._targets(event):
             await mailbox.put(envelope)

@@ -2,7 +2,19 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ChildSpec, FakeClock, LogWriter, Recorder, SeededIds, read_log, replay
+from actors import (
+    Actor,
+    ChildSpec,
+    Context,
+    Event,
+    FakeClock,
+    Input,
+    LogWriter,
+    Recorder,
+    SeededIds,
+    read_log,
+    replay,
+)
 from actors.testing import open_harness
 
 from .events import Echo, Ping, Pong, TestEvent
@@ -65,3 +77,71 @@ async def test_a_missing_or_extra_derived_event_is_a_divergence(tmp_path):
     assert silent.divergence is not None
     assert silent.divergence.seq == 4
     assert silent.divergence.actual is None or silent.divergence.actual.event != Pong(n=1)
+
+
+class Note(Input, frozen=True, kw_only=True, tag="test.note"):
+    n: int
+
+
+class Verdict(Event, frozen=True, kw_only=True, tag="test.verdict"):
+    n: int
+    note: int
+
+
+class Judge(Actor[Pong | Note]):
+    """Decides on each Pong with the last Note it has seen: its decision depends on the order
+    in which an input and a derived event reach it."""
+
+    accepts = (Pong, Note)
+
+    def __init__(self) -> None:
+        self.note = -1
+
+    async def handle(self, event: Pong | Note, ctx: Context) -> None:
+        if isinstance(event, Note):
+            self.note = event.n
+        else:
+            await ctx.publish(Verdict(n=event.n, note=self.note))
+
+
+Recorded = TestEvent | Note | Verdict
+
+
+async def test_an_input_that_came_between_an_earlier_inputs_consequences_replays_in_place(
+    tmp_path,
+):
+    """Live, a Note arrives after a Ping but before the Pong derived from it, so the judge
+    sees the Note first. Replay feeds one input at a time: without holding the Pong back
+    until the Note is in, the judge would decide without it."""
+    specs = [ChildSpec(name="echo", factory=Echo), ChildSpec(name="judge", factory=Judge)]
+    writer = LogWriter(tmp_path / "log.jsonl", HEADER)
+    async with open_harness(*specs, ids=SeededIds("s"), recorder=Recorder(writer)) as h:
+        for n in range(50):
+            await h.publish(Ping(n=n), source="outside")
+            if n % 3 == 0:  # no settle between: the Note overtakes the Pong
+                await h.publish(Note(n=n), source="outside")
+            await h.settle()
+    writer.close()
+    log = read_log(tmp_path / "log.jsonl", Recorded)
+    verdicts = [e.event for e in log.envelopes if isinstance(e.event, Verdict)]
+    assert [v.note for v in verdicts[:4]] == [0, 0, 0, 3], "the live interleaving"
+    result = await replay(log, specs, is_input=lambda e: isinstance(e, Ping | Note))
+    assert result.divergence is None, result.divergence.describe()
+    assert result.derived == 100
+
+
+async def test_what_a_boundary_published_is_fed_to_the_replayed_actors(tmp_path):
+    """A command's request (not an input type) published by the user interface reaches the
+    core actors live; replay must feed it too, or their answer to it goes missing."""
+    specs = [ChildSpec(name="judge", factory=Judge)]
+    writer = LogWriter(tmp_path / "log.jsonl", HEADER)
+    async with open_harness(*specs, ids=SeededIds("s"), recorder=Recorder(writer)) as h:
+        await h.inject(Note(n=4), source="cli")
+        await h.inject(Pong(n=1), source="cli")
+    writer.close()
+    log = read_log(tmp_path / "log.jsonl", Recorded)
+    result = await replay(log, specs, is_input=lambda e: isinstance(e, Note))
+    assert result.divergence is None, result.divergence.describe()
+    assert [e.event for e in result.envelopes if isinstance(e.event, Verdict)] == [
+        Verdict(n=1, note=4)
+    ]

@@ -191,6 +191,33 @@ def test_a_recorded_live_session_replays_to_the_same_decisions(server):
     assert "1 failed and 0 cancelled replies" in readable[-1]
 
 
+def test_a_repl_session_with_commands_replays_to_the_same_decisions(server):
+    """The commands' requests (a size, a compression, a clear) are fed to the replay as the
+    user's input, and what the actors did with them comes out the same."""
+    lines = [
+        "remember the number 42",
+        "/context size 8192",
+        "what number?",
+        "/context compress",
+        "/context snapshot",
+        "and now?",
+        "/context clear",
+        "after the clear",
+        "/context auto",
+        "last one",
+    ]
+    result = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "num_ctx is now 6963" in result.stdout
+    assert "the conversation was cleared" in result.stderr
+    timeline = ollm("replay", "--events", str(sessions()[-1])).stdout
+    for kind in ("context.resize_requested", "compress.requested", "context.cleared"):
+        assert kind in timeline
+    check = ollm("replay", "--check", str(sessions()[-1]))
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith("replay matches: ")
+
+
 def test_sessions_lists_each_session_with_its_model_and_turns(server):
     empty = ollm("sessions")
     assert empty.returncode == 0
