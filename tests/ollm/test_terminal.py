@@ -216,6 +216,8 @@ def test_chat_context_snapshots_clear_and_ctrl_c_in_a_real_terminal(terminal):
         term.send("tell me a very long story", "Enter")
         term.wait_for(r"tell me a very long story\s*\nYou said")
         term.send("C-c")
-        term.wait_for(r"reply cancelled; your message is kept")
+        # Ctrl-D only once the prompt is back: typed while the terminal is still in cooked
+        # mode, the line discipline takes it as end-of-file and the REPL never sees it.
+        term.wait_for(r"(?m)reply cancelled; your message is kept.*\n(?:.*\n)*?^>")
         term.send("C-d")
         term.wait_for(r"session saved; continue it with")
