@@ -21,9 +21,9 @@ from _bench import chat, corpus, parser, sizes
 from blake3 import blake3
 
 from actors import ChildSpec, FakeClock, SequentialIds, open_runtime
-from ollm.app import core_specs
 from ollm.config import Settings
 from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
+from ollm.core import core_specs
 from ollm.events import (
     CompressionCompleted,
     CompressRequested,

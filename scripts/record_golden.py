@@ -14,8 +14,8 @@ from typing import Any
 
 import anyio
 
-from ollm.app import record_scripted
 from ollm.config import Settings
+from ollm.core import record_scripted
 from ollm.events import (
     ConversationState,
     MemorySampled,

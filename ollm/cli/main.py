@@ -110,7 +110,7 @@ def _fail(message: str, code: int = 1) -> int:
 def _replay(path: Path, check: bool, events: bool) -> int:
     from actors import LogError, read_log
 
-    from ..app import replay_log
+    from ..core import replay_log
     from ..events import AnyEvent
     from .digest import digest
     from .timeline import timeline

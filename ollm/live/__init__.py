@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from ..storage.snapshot_file import SnapshotMeta as SnapshotMeta
 from ..storage.store import Listing as Listing
-from ._fit import Device as Device
-from ._fit import FitFacts as FitFacts
-from ._fit import gather_fit as gather_fit
+from ._fit_facts import Device as Device
+from ._fit_facts import FitFacts as FitFacts
+from ._fit_facts import gather_fit as gather_fit
 from ._live_session import LiveError as LiveError
 from ._live_session import LiveSession as LiveSession
 from ._live_session import Outcome as Outcome

@@ -28,11 +28,11 @@ from actors import (
     read_log,
 )
 
-from ..app import core_specs, make_header
 from ..config import Settings, config_dir, data_home
 from ..context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..conversation import resumed
+from ..core import core_specs, make_header
 from ..events import AnyEvent, ConversationState, FailureKind, SessionOpened
 from ..gpu.chain import ProbeChain
 from ..gpu.records import MemorySource

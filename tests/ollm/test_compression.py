@@ -6,7 +6,6 @@ import pytest
 
 from actors import ChildSpec
 from actors.testing import open_harness
-from ollm.app import core_specs
 from ollm.compression import (
     SummaryRejected,
     accept_summary,
@@ -18,6 +17,7 @@ from ollm.compression import (
 from ollm.config import Settings
 from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ollm.conversation import SUMMARY_HEADER
+from ollm.core import core_specs
 from ollm.events import (
     ChatMessage,
     ChatRequested,

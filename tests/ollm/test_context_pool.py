@@ -6,10 +6,10 @@ import pytest
 
 from actors import ChildSpec
 from actors.testing import open_harness
-from ollm.app import core_specs
 from ollm.config import CompressionSettings, ContextSettings, Settings
 from ollm.context.memory_guard import GuardPolicy
 from ollm.context.vram_monitor import MonitorPolicy, VramMonitorActor
+from ollm.core import core_specs
 from ollm.events import (
     ChatRequested,
     ContextCleared,

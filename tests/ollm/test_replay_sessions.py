@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from actors import ChildSpec, read_log, replay
-from ollm.app import core_specs, record_scripted, replay_log
 from ollm.config import Settings
 from ollm.context.memory_guard import GuardPolicy, MemoryGuardActor
 from ollm.context.token_counter import TokenCounterActor
+from ollm.core import core_specs, record_scripted, replay_log
 from ollm.events import (
     AnyEvent,
     CompressRequested,

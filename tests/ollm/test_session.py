@@ -6,9 +6,9 @@ import pytest
 
 from actors import ChildSpec
 from actors.testing import open_harness
-from ollm.app import core_specs
 from ollm.config import Settings
 from ollm.context.session import SessionPolicy, reply_budget
+from ollm.core import core_specs
 from ollm.events import (
     ChatRequested,
     ClearRequested,

@@ -7,9 +7,9 @@ import pytest
 
 from actors import ChildSpec
 from actors.testing import open_harness
-from ollm.app import core_specs
 from ollm.config import CompressionSettings, ContextSettings, Settings
 from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor, to_prune
+from ollm.core import core_specs
 from ollm.events import (
     ChatRequested,
     ContextReduced,

@@ -1,4 +1,6 @@
-"""The composition root: builds the supervision tree and the session's event log from config."""
+"""The core of every run: the actors that make decisions (the same live, in replay and in the
+golden recordings), the event log's header, and replay itself. A live session adds the
+boundary actors around them (`ollm.live`)."""
 
 from __future__ import annotations
 
