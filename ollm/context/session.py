@@ -268,7 +268,7 @@ class SessionActor(Actor[Accepted]):
             case ModelLoaded() | ModelLoadFailed() if self.num_ctx and not self.loaded:
                 await self._loaded(ctx, event)
             case ResizeDeclined(reason=reason) if isinstance(phase, AwaitingModel):
-                await self._unanswered(ctx, phase.turn, reason)
+                await self._unanswered(ctx, phase.turn, reason, causation=phase.cause)
             case UserSubmitted(text=text):
                 self.queued.append(Submit(text, seq))
                 await self._next(ctx)
