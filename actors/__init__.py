@@ -34,6 +34,7 @@ from ._ids import new_seed as new_seed
 from ._log import FORMAT_VERSION as FORMAT_VERSION
 from ._log import LogContents as LogContents
 from ._log import LogHeader as LogHeader
+from ._log import LogSink as LogSink
 from ._log import LogWriter as LogWriter
 from ._log import Recorder as Recorder
 from ._log import read_log as read_log
@@ -67,6 +68,7 @@ __all__ = (
     "LogContents",
     "LogError",
     "LogHeader",
+    "LogSink",
     "LogWriter",
     "Mailbox",
     "MailboxStatistics",

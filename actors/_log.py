@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import msgspec
@@ -66,17 +66,29 @@ class LogWriter:
             self._fd = -1
 
 
+class LogSink(Protocol):
+    """Where a recorder writes: a JSON-lines `LogWriter`, or an application's database."""
+
+    def append(self, envelopes: Sequence[Envelope[Any]]) -> None:
+        """Write a batch of envelopes, in `seq` order."""
+        ...
+
+
 class Recorder:
     """Records every envelope, in `seq` order, through a bus tap and a writer task.
 
     The tap only buffers; the writer drains the buffer in one write per wake-up, so the
     cost per event stays small under load and an idle log is at most one wake-up behind.
+    `written` is the `seq` of the last envelope the sink has taken, and `durable(seq)` waits
+    for it: what a program shows can wait until it is recorded.
     """
 
-    def __init__(self, writer: LogWriter) -> None:
+    def __init__(self, writer: LogSink) -> None:
         self.writer = writer
         self._buffer: list[Envelope[Any]] = []
         self._wake = anyio.Event()
+        self.written = 0
+        self._moved = anyio.Event()
 
     def tap(self, envelope: Envelope[Any]) -> None:
         self._buffer.append(envelope)
@@ -84,7 +96,17 @@ class Recorder:
 
     def flush(self) -> None:
         batch, self._buffer = self._buffer, []
+        if not batch:
+            return
         self.writer.append(batch)
+        self.written = batch[-1].seq
+        self._moved.set()
+        self._moved = anyio.Event()
+
+    async def durable(self, seq: int) -> None:
+        """Wait until every envelope up to `seq` has been written."""
+        while self.written < seq:
+            await self._moved.wait()
 
     async def run(self) -> None:
         try:
@@ -105,6 +127,9 @@ class LogContents:
     envelopes: list[Envelope[Any]] = field(default_factory=list)
     torn_line: int = 0
     """The number of a torn last line that was skipped (a writer killed mid-line), else 0."""
+    crashes: tuple[int, ...] = ()
+    """The last `seq` written before each crash the run went on from (a resumed session):
+    what the inputs before it would have caused afterwards may be missing."""
 
 
 def read_log(path: Path, event_type: Any) -> LogContents:

@@ -220,8 +220,13 @@ async def replay(
             remove()
             remove_published()
     actual = _group(published, fed, sources, lambda seq: order.to_recorded.get(seq, 0))
-    # A crash that tore the log may have cut the last input's consequences short.
-    cut_short = inputs[-1].seq if log.torn_line and inputs else None
+    # A crash that tore the log may have cut the last input's consequences short; a crash
+    # the run went on from, those of every input since the one before.
+    cut_short = {inputs[-1].seq} if log.torn_line and inputs else set()
+    since = 0
+    for crash in sorted(log.crashes):
+        cut_short |= {e.seq for e in inputs if since < e.seq <= crash}
+        since = crash
     return ReplayResult(
         inputs=len(inputs),
         derived=sum(len(v) for v in expected.values()),
@@ -267,12 +272,12 @@ def _group(
 def _first_divergence(
     expected: dict[Key, list[Envelope[Any]]],
     actual: dict[Key, list[Envelope[Any]]],
-    cut_short: int | None,
+    cut_short: set[int],
 ) -> Divergence | None:
     found: list[Divergence] = []
     for key in expected.keys() | actual.keys():
         want, got = expected.get(key, []), actual.get(key, [])
-        length = max(len(want), len(got)) if key[0] != cut_short else len(want)
+        length = max(len(want), len(got)) if key[0] not in cut_short else len(want)
         for index in range(length):
             w = want[index] if index < len(want) else None
             g = got[index] if index < len(got) else None

@@ -88,8 +88,9 @@ async def open_runtime(
         async with anyio.create_task_group() as tg:
             if recorder is not None:
                 tg.start_soon(recorder.run, name="recorder")
+            durable = recorder.durable if recorder is not None else None
             for spec in specs:
-                await tg.start(run_child, spec, bus, clock, ids, name=spec.name)
+                await tg.start(run_child, spec, bus, clock, ids, durable, name=spec.name)
             runtime = Runtime(bus, clock, ids, tg)
             try:
                 yield runtime

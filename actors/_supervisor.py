@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,9 @@ class ChildSpec:
     observer: bool = False
     """Observers (the UI) get a drop-oldest mailbox and `Lagged` notices; never block others."""
     capacity: int = 1024
+    recorded_only: bool = False
+    """Hand the actor an envelope only once the run's recorder has written it (a display
+    then never shows what a crash could lose)."""
     max_restarts: int = 3
     """Crashes allowed within `within_s` seconds on the injected clock before giving up."""
     within_s: float = 5.0
@@ -56,11 +59,16 @@ class _Crash(Exception):
         self.ctx = ctx
 
 
+Durable = Callable[[int], Awaitable[None]]
+"""Waits until the envelope of a `seq` (and all before it) has been recorded."""
+
+
 async def run_child(
     spec: ChildSpec,
     bus: Bus,
     clock: Clock,
     ids: IdSource,
+    durable: Durable | None = None,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -78,7 +86,10 @@ async def run_child(
     try:
         while True:
             try:
-                await _serve(actor, spec.name, mailbox, bus, clock, actor_ids, task_status, ready)
+                wait = durable if spec.recorded_only else None
+                await _serve(
+                    actor, spec.name, mailbox, bus, clock, actor_ids, task_status, ready, wait
+                )
             except _Crash as crash:
                 ready = True
                 await _after_crash(spec, bus, clock, crashes, crash)
@@ -127,6 +138,7 @@ async def _serve(
     ids: IdSource,
     task_status: TaskStatus[None],
     ready: bool,
+    durable: Durable | None = None,
 ) -> None:
     """Start one actor instance and feed it its mailbox; a failure comes out as `_Crash`."""
     current: list[Envelope[Any] | Lagged | None] = [None]
@@ -143,7 +155,7 @@ async def _serve(
                 if not ready:
                     task_status.started()
                     ready = True
-                await _receive_loop(actor, ctx, mailbox, current)
+                await _receive_loop(actor, ctx, mailbox, current, durable)
             finally:
                 if not ready:
                     # Let the runtime start even if this actor is still failing to start.
@@ -164,7 +176,11 @@ def _cancel_requested() -> bool:
 
 
 async def _receive_loop(
-    actor: Actor[Any], ctx: Context, mailbox: Mailbox, current: list[Envelope[Any] | Lagged | None]
+    actor: Actor[Any],
+    ctx: Context,
+    mailbox: Mailbox,
+    current: list[Envelope[Any] | Lagged | None],
+    durable: Durable | None = None,
 ) -> None:
     set_holder(mailbox.name)
     while True:
@@ -174,6 +190,8 @@ async def _receive_loop(
             await actor.handle(item, ctx)
             continue
         assert isinstance(item, Envelope)
+        if durable is not None:
+            await durable(item.seq)
         ctx.current = item
         set_causation(item.seq)
         try:

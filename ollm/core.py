@@ -31,6 +31,7 @@ from .context.memory_guard import GuardPolicy, MemoryGuardActor
 from .context.session import SessionActor, SessionPolicy
 from .context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from .context.token_counter import TokenCounterActor
+from .conversation import Resumed, resumed
 from .events import is_input
 from .providers.scripted import ScriptedProviderActor
 from .storage.store import SnapshotStore
@@ -121,3 +122,15 @@ async def record_scripted(
 async def replay_log(log: LogContents) -> ReplayResult:
     """Replay a recorded session through the core actors built from its own header."""
     return await replay(log, core_specs(settings_from_header(log.header)), is_input=is_input)
+
+
+async def rebuild(log: LogContents) -> Resumed:
+    """The conversation a session's recorded inputs lead to: its inputs re-run through the
+    core actors (as replay does), so no derived event needs to have been written; what a
+    crash cut short is completed."""
+    result = await replay_log(log)
+    last_seq = log.envelopes[-1].seq if log.envelopes else 0
+    rebuilt = resumed(
+        LogContents(path=log.path, header=log.header, envelopes=list(result.envelopes))
+    )
+    return Resumed(state=rebuilt.state, model=rebuilt.model, last_seq=last_seq)

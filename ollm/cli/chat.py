@@ -11,7 +11,7 @@ import anyio
 from actors import ChildSpec
 
 from ..config import Settings
-from ..live import LiveSession, Outcome, Start, StartError, open_live_session
+from ..live import LiveSession, Outcome, RecordError, Start, StartError, open_live_session
 from .console import ConsoleActor, Printed
 from .exits import exit_status, turn_status
 
@@ -31,7 +31,10 @@ async def _in_session(
     body: Callable[[LiveSession, Turn], Awaitable[int]],
 ) -> int:
     printed = Printed()
-    console = ChildSpec(name="console", factory=lambda: ConsoleActor(out, err, printed))
+    # The console shows only what is recorded: nothing on screen is lost to a crash.
+    console = ChildSpec(
+        name="console", factory=lambda: ConsoleActor(out, err, printed), recorded_only=True
+    )
     try:
         async with open_live_session(settings, start, extra=(console,)) as live:
 
@@ -44,6 +47,9 @@ async def _in_session(
     except StartError as exc:
         err.write(f"ollm: {exc}\n")
         return exit_status(exc.failure)
+    except RecordError as exc:
+        err.write(f"ollm: {exc}\n")
+        return exit_status("record")
 
 
 async def chat_turn(live: LiveSession, text: str) -> Outcome:

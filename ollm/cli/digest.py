@@ -28,6 +28,7 @@ from ..events import (
     UsageChanged,
     UserNotified,
 )
+from ..live import SessionRow
 from .render import pct
 
 PREVIEW = 60
@@ -140,13 +141,6 @@ def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def facts(log: LogContents) -> Facts:
-    walk = _Walk(log.header.created_at)
-    for envelope in log.envelopes:
-        walk.step(envelope)
-    return walk.facts
-
-
 def digest(log: LogContents) -> Iterator[str]:
     """The session as numbered moments (time since the start), then its totals."""
     walk = _Walk(log.header.created_at)
@@ -176,23 +170,21 @@ def totals(found: Facts) -> str:
     )
 
 
-@dataclass(frozen=True)
-class SessionRow:
-    session_id: str
-    found: Facts | None
-    problem: str = ""
+def _printable(text: str) -> str:
+    """Text that came from outside, with control characters shown as `?` (never raw)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def sessions_table(rows: Sequence[SessionRow]) -> list[str]:
-    """One line per session, oldest first; an unreadable log says why instead."""
-    lines = [f"{'SESSION':<22} {'STARTED (UTC)':<17} {'MODEL':<24} {'TURNS':>5}  LAST (UTC)"]
+    """One line per session, oldest first, from the journal's index."""
+    lines = [
+        f"{'SESSION':<22} {'STARTED (UTC)':<17} {'MODEL':<20} {'TURNS':>5}  "
+        f"{'LAST (UTC)':<17} FIRST WORDS"
+    ]
     for row in rows:
-        if row.found is None:
-            lines.append(f"{row.session_id:<22} cannot be read: {row.problem}")
-            continue
-        found = row.found
         lines.append(
-            f"{row.session_id:<22} {_when(found.started_at):<17} {found.model or '?':<24} "
-            f"{found.turns:>5}  {_when(found.last_at)}"
+            f"{row.session_id:<22} {_when(row.created_at):<17} {_printable(row.model) or '?':<20} "
+            f"{row.turns:>5}  {_when(row.last_at) if row.last_at else '-':<17} "
+            f"{_printable(row.first_words)}"
         )
     return lines

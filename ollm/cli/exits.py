@@ -3,7 +3,7 @@ failure are made (the README lists the same)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # `ollm --help` stays light: nothing here imports the runtime
     from ..events import FailureKind
@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # `ollm --help` stays light: nothing here imports the runtime
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_RECORD = 8
 EXIT_CANCELLED = 130
 
 MEANINGS: tuple[tuple[int, str], ...] = (
@@ -22,10 +23,12 @@ MEANINGS: tuple[tuple[int, str], ...] = (
     (5, "context overflow"),
     (6, "out of memory"),
     (7, "timeout or broken reply"),
+    (EXIT_RECORD, "the session's record (the journal) cannot be written"),
     (EXIT_CANCELLED, "cancelled"),
 )
 
-EXIT_CODES: dict[FailureKind, int] = {
+EXIT_CODES: dict[FailureKind | Literal["record"], int] = {
+    "record": EXIT_RECORD,
     "server_error": EXIT_ERROR,
     "server_unreachable": 3,
     "model_not_found": 4,
@@ -38,7 +41,7 @@ EXIT_CODES: dict[FailureKind, int] = {
 }
 
 
-def exit_status(failure: FailureKind | None) -> int:
+def exit_status(failure: FailureKind | Literal["record"] | None) -> int:
     """The status for a start or a request that failed with `failure` (None: the user's
     input or configuration was the problem)."""
     return EXIT_USAGE if failure is None else EXIT_CODES.get(failure, EXIT_ERROR)

@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a recorded session as a readable timeline: turns, usage, "
         "thresholds crossed, compressions, snapshots, failures, then totals.",
     )
-    replay.add_argument("log", type=Path, metavar="LOG", help="a session's events.jsonl")
+    replay.add_argument(
+        "log", metavar="SESSION", help="a session id (or a unique prefix), or an exported .jsonl"
+    )
     how = replay.add_mutually_exclusive_group()
     how.add_argument(
         "--check",
@@ -93,11 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument(
         "--events", action="store_true", help="every event, one line each, instead of the digest"
     )
-    commands.add_parser(
+    listing = commands.add_parser(
         "sessions",
         help="list the recorded sessions",
         description="List the sessions on this machine, oldest first: when, which model, how "
-        "many turns. `ollm --resume ID` continues one; `ollm replay` shows one.",
+        "many turns, the first words. `ollm --resume ID` continues one; `ollm replay ID` "
+        "shows one.",
+    )
+    listing.add_argument(
+        "--search", metavar="TEXT", default="", help="only the sessions where TEXT was said"
+    )
+    export = commands.add_parser(
+        "export",
+        help="write a session as a JSON-lines event log",
+        description="Write a recorded session as JSON lines (a header, then one event per "
+        "line), the format `ollm replay FILE` reads.",
+    )
+    export.add_argument("session", metavar="SESSION", help="a session id or a unique prefix")
+    export.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="where to write (default: ID.jsonl)"
     )
     return parser
 
@@ -107,17 +123,15 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _replay(path: Path, check: bool, events: bool) -> int:
-    from actors import LogError, read_log
-
+def _replay(wanted: str, check: bool, events: bool) -> int:
     from ..core import replay_log
-    from ..events import AnyEvent
+    from ..live import RecordsError, session_log
     from .digest import digest
     from .timeline import timeline
 
     try:
-        log = read_log(path, AnyEvent)
-    except LogError as exc:
+        log = session_log(data_home(), wanted)
+    except RecordsError as exc:
         return _fail(str(exc))
     if not check:
         for line in timeline(log) if events else digest(log):
@@ -125,37 +139,55 @@ def _replay(path: Path, check: bool, events: bool) -> int:
         return 0
     if log.torn_line:
         print(
-            f"note: line {log.torn_line} of {path} was torn by a crash; "
+            f"note: line {log.torn_line} of {wanted} was torn by a crash; "
             "replaying the events before it"
+        )
+    if log.crashes:
+        print(
+            f"note: {wanted} was cut short by {len(log.crashes)} crash(es) and went on; "
+            "what they cut short is not counted as a divergence"
         )
     try:
         result = anyio.run(replay_log, log, backend="asyncio")
     except ValueError as exc:
-        return _fail(f"{path}: {exc}")
+        return _fail(f"{wanted}: {exc}")
     if result.divergence is not None:
         return _fail(result.divergence.describe())
     print(
         f"replay matches: {result.inputs} inputs re-run, "
-        f"{result.derived} derived events identical ({path})"
+        f"{result.derived} derived events identical ({wanted})"
     )
     return 0
 
 
-def _sessions() -> int:
-    from ..live import recorded_sessions
-    from .digest import SessionRow, facts, sessions_table
+def _sessions(search: str) -> int:
+    from ..live import RecordsError, recorded_sessions
+    from .digest import sessions_table
 
-    root, recorded = recorded_sessions(data_home())
-    rows = [
-        SessionRow(r.session_id, facts(r.log) if r.log is not None else None, problem=r.problem)
-        for r in recorded
-    ]
+    home = data_home()
+    try:
+        rows = recorded_sessions(home, search)
+    except RecordsError as exc:
+        return _fail(str(exc))
     if not rows:
-        print(f"no sessions yet in {root}; `ollm` starts one")
+        found = f" where {search!r} was said" if search else ""
+        print(f"no sessions{found} yet in {home}; `ollm` starts one")
         return 0
     for line in sessions_table(rows):
         print(line)
-    print(f"{len(rows)} sessions in {root}; `ollm --resume ID` continues one")
+    print(f"{len(rows)} sessions in {home}; `ollm --resume ID` continues one")
+    return 0
+
+
+def _export(wanted: str, output: Path | None) -> int:
+    from ..live import RecordsError, export_session
+
+    path = output or Path(f"{wanted}.jsonl")
+    try:
+        contents = export_session(data_home(), wanted, path)
+    except RecordsError as exc:
+        return _fail(str(exc))
+    print(f"wrote {len(contents.envelopes)} events to {path}; `ollm replay {path}` shows them")
     return 0
 
 
@@ -219,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return _replay(args.log, args.check, args.events)
         if args.command == "sessions":
-            return _sessions()
+            return _sessions(args.search)
+        if args.command == "export":
+            return _export(args.session, args.output)
         if args.command == "fit":
             return _fit(args)
         return _chat(args)

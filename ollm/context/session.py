@@ -190,6 +190,9 @@ class Submit:
 @dataclass(frozen=True)
 class Clear:
     seq: int
+    number: int
+    """The how-many-th clear of the session: its snapshot's ref (never a `seq`, which the
+    record need not keep dense)."""
 
 
 Work = Submit | Clear
@@ -253,6 +256,7 @@ class SessionActor(Actor[Accepted]):
         self.loaded = False
         """The model is loaded with the size in force (nothing is sent until it is)."""
         self.queued: deque[Work] = deque()
+        self.clears = 0
 
     async def handle(self, event: Accepted, ctx: Context) -> None:
         seq = ctx.current.seq if ctx.current is not None else 0
@@ -273,7 +277,8 @@ class SessionActor(Actor[Accepted]):
                 self.queued.append(Submit(text, seq))
                 await self._next(ctx)
             case ClearRequested():
-                self.queued.append(Clear(seq))
+                self.clears += 1
+                self.queued.append(Clear(seq, self.clears))
                 await self._next(ctx)
             case UsageChanged(used_tokens=used):
                 self.used = used
@@ -455,7 +460,7 @@ class SessionActor(Actor[Accepted]):
         """A snapshot first, so that the clear can be undone; once it is saved only the
         system prompt is left, and the next request holds it and the new message. If the
         snapshot fails nothing is cleared."""
-        self.phase = Clearing(ref=f"clear-{work.seq}")
+        self.phase = Clearing(ref=f"clear-{work.number}")
         await ctx.publish(
             SnapshotRequested(reason="manual", ref=self.phase.ref), causation=work.seq
         )

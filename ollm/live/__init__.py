@@ -19,8 +19,12 @@ from ._live_session import LiveSession as LiveSession
 from ._live_session import Outcome as Outcome
 from ._live_session import history_file as history_file
 from ._preview import NextRequest as NextRequest
-from ._records import RecordedSession as RecordedSession
+from ._records import RecordsError as RecordsError
+from ._records import SessionRow as SessionRow
+from ._records import export_session as export_session
 from ._records import recorded_sessions as recorded_sessions
+from ._records import session_log as session_log
+from ._root import RecordError as RecordError
 from ._root import Start as Start
 from ._root import StartError as StartError
 from ._root import live_specs as live_specs
@@ -37,16 +41,20 @@ __all__ = (
     "LiveSession",
     "NextRequest",
     "Outcome",
-    "RecordedSession",
+    "RecordError",
+    "RecordsError",
     "SelectionError",
+    "SessionRow",
     "SnapshotMeta",
     "Start",
     "StartError",
     "Status",
+    "export_session",
     "gather_fit",
     "history_file",
     "live_specs",
     "open_live_session",
     "recorded_sessions",
     "select_model",
+    "session_log",
 )

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from actors import Envelope, Runtime
+from actors import Envelope, Recorder, Runtime
 
 from ..config import Settings, state_dir
 from ..events import (
@@ -82,6 +82,7 @@ class LiveSession:
         profiles: Profiles,
         requests: Requests,
         snapshots_view: SnapshotView,
+        recorder: Recorder | None = None,
     ) -> None:
         self.runtime = runtime
         self.session_id = session_id
@@ -95,6 +96,7 @@ class LiveSession:
         self._profiles = profiles
         self._requests = requests
         self._snapshots = snapshots_view
+        self._recorder = recorder
 
     @property
     def model(self) -> str:

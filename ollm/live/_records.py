@@ -1,34 +1,91 @@
-"""The recorded sessions on this machine (`ollm sessions`): each session's log, read."""
+"""The recorded sessions on this machine: `ollm sessions`, `ollm replay`, `ollm export`.
+
+Listing and searching read the journal's index, never a history; a session is read (in
+`seq` order, decoded as it is read) only to replay or export it. A JSON-lines log (an
+export, a golden log, a session of an earlier version) is read as a file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from actors import LogContents, LogError, read_log
 
 from ..events import AnyEvent
-from ..storage.session_files import list_sessions, session_log, sessions_root
+from ..storage.journal import (
+    DATABASE,
+    JournalError,
+    SessionRow,
+    connect,
+    export_jsonl,
+    find,
+    read_session,
+    session_rows,
+)
+
+__all__ = ("SessionRow", "export_session", "recorded_sessions", "session_log")
 
 
-@dataclass(frozen=True)
-class RecordedSession:
-    session_id: str
-    log: LogContents | None
-    problem: str = ""
-    """Why the log cannot be read (then `log` is None)."""
+class RecordsError(Exception):
+    """A session cannot be listed, found or read; `str()` is one sentence."""
 
 
-def recorded_sessions(home: Path) -> tuple[Path, Iterator[RecordedSession]]:
-    """Where sessions live, and each one there, oldest first."""
+def recorded_sessions(home: Path, search: str = "") -> list[SessionRow]:
+    """Every session, oldest first, or those in which `search` was said.
 
-    def each() -> Iterator[RecordedSession]:
-        for session_id in list_sessions(home):
-            try:
-                yield RecordedSession(session_id, read_log(session_log(home, session_id), AnyEvent))
-            except LogError as exc:
-                # The error names the file; the row names the session already.
-                yield RecordedSession(session_id, None, problem=str(exc).split(", ", 1)[-1])
+    Raises:
+        RecordsError: the journal cannot be read.
+    """
+    if not (home / DATABASE).exists():
+        return []
+    try:
+        connection = connect(home, readonly=True)
+    except JournalError as exc:
+        raise RecordsError(str(exc)) from exc
+    try:
+        return session_rows(connection, search)
+    finally:
+        connection.close()
 
-    return sessions_root(home), each()
+
+def session_log(home: Path, wanted: str) -> LogContents:
+    """The session `wanted` names: a JSON-lines file if it is one, else a session id or a
+    unique prefix of one in the journal.
+
+    Raises:
+        RecordsError: no such file or session, or it cannot be read.
+    """
+    path = Path(wanted)
+    if path.is_file() or "/" in wanted or wanted.endswith(".jsonl"):
+        try:
+            return read_log(path, AnyEvent)
+        except LogError as exc:
+            raise RecordsError(str(exc)) from exc
+    if not (home / DATABASE).exists():
+        raise RecordsError(
+            f"{wanted!r} is neither a log file nor a session id (there are no sessions yet)"
+        )
+    try:
+        connection = connect(home, readonly=True)
+    except JournalError as exc:
+        raise RecordsError(str(exc)) from exc
+    try:
+        return read_session(connection, home, find(connection, wanted), AnyEvent)
+    except JournalError as exc:
+        raise RecordsError(str(exc)) from exc
+    finally:
+        connection.close()
+
+
+def export_session(home: Path, wanted: str, path: Path) -> LogContents:
+    """Write the session `wanted` names as a JSON-lines log at `path`.
+
+    Raises:
+        RecordsError: no such session, or the file cannot be written.
+    """
+    contents = session_log(home, wanted)
+    try:
+        export_jsonl(contents, path)
+    except OSError as exc:
+        raise RecordsError(f"{path} cannot be written ({exc.strerror or exc})") from exc
+    return contents

@@ -12,39 +12,45 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from sqlite3 import Connection
+from typing import Any, Literal
 
 from actors import (
     ChildSpec,
     Clock,
     Envelope,
-    LogError,
-    LogWriter,
     Recorder,
     SeededIds,
     SystemClock,
     new_seed,
     open_runtime,
-    read_log,
 )
 
 from ..config import Settings, config_dir, data_home
 from ..context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..conversation import resumed
-from ..core import core_specs, make_header
-from ..events import AnyEvent, ConversationState, FailureKind, SessionOpened
+from ..core import core_specs, make_header, rebuild
+from ..events import AnyEvent, ConversationState, FailureKind, ModelSelected, SessionOpened
 from ..gpu.chain import ProbeChain
 from ..gpu.records import MemorySource
 from ..profiles import ProfileError, Profiles, load_profiles
 from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
-from ..storage.session_files import (
-    SessionError,
-    find_session,
-    new_session_id,
-    private_dir,
-    session_log,
+from ..storage.journal import (
+    DATABASE,
+    JournalError,
+    SessionLock,
+    SessionWriter,
+    connect,
+    explain,
+    find,
+    note_crash,
+    open_session,
+    read_session,
+    session_state,
 )
+from ..storage.session_files import new_session_id, private_dir, sessions_root
 from ..storage.store import SnapshotStore, SnapshotView
 from ._live_session import LiveSession
 from ._requests import Requests
@@ -63,12 +69,16 @@ class Start:
     resume: str | None = None
 
 
+StartFailure = FailureKind | Literal["record"]
+"""What failed: the server (a provider failure kind) or the session's record."""
+
+
 class StartError(Exception):
     """The session cannot start; `str()` is one sentence for the user.
 
-    `failure` says what failed when the server did (None: the user's input or config)."""
+    `failure` says what failed (None: the user's input or config)."""
 
-    def __init__(self, message: str, failure: FailureKind | None = None) -> None:
+    def __init__(self, message: str, failure: StartFailure | None = None) -> None:
         super().__init__(message)
         self.failure = failure
 
@@ -122,6 +132,39 @@ def live_specs(
     ]
 
 
+class RecordError(Exception):
+    """The session's record (the journal) could not be written, so the session stopped;
+    `str()` is one sentence. What was recorded before is intact."""
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    session_id: str
+    state: ConversationState
+    last_seq: int
+    model: str | None
+
+
+async def _resume(journal: Connection, home: Path, wanted: str, system: str) -> _Resumed:
+    """The conversation of the session `wanted` names, as its record leads to it.
+
+    A session whose last run ended cleanly is folded from its events; after a crash its
+    inputs are re-run (`core.rebuild`), so what the crash cut short is completed, and the
+    crash is noted so that a replay tells it apart from a divergence.
+    """
+    session_id = find(journal, wanted)
+    index = session_state(journal, session_id)
+    log = read_session(journal, home, session_id, AnyEvent)
+    if index.closed:
+        restored = resumed(log)
+    else:
+        restored = await rebuild(log)
+        note_crash(journal, home, session_id)
+    model = restored.model.model if restored.model is not None else None
+    state = restored.state if log.envelopes else ConversationState(system_prompt=system)
+    return _Resumed(session_id, state, index.last_seq, model)
+
+
 @asynccontextmanager
 async def open_live_session(
     settings: Settings,
@@ -132,75 +175,145 @@ async def open_live_session(
     memory: MemorySource | None = None,
     taps: Sequence[Tap] = (),
 ) -> AsyncIterator[LiveSession]:
-    """Select the model, open (or resume) the session's log and start every actor.
+    """Select the model, open (or resume) the session's record and start every actor.
 
     Raises:
-        StartError: the model cannot be used or the session cannot be resumed.
+        StartError: the model cannot be used, the session cannot be resumed, or the
+            journal cannot be opened.
+        RecordError: the journal could not be written while the session ran.
     """
     home = data_home()
     clock = clock or SystemClock()
-    state = ConversationState(system_prompt=settings.system_prompt)
-    model, session_id, last_seq = start.model, "", 0
-    if start.resume is not None:
-        try:
-            session_id = find_session(home, start.resume)
-            restored = resumed(read_log(session_log(home, session_id), AnyEvent))
-        except (SessionError, LogError) as exc:
-            raise StartError(str(exc)) from exc
-        state, last_seq = restored.state, restored.last_seq
-        if model is None and restored.model is not None:
-            model = restored.model.model
-    profiles = load_profile_db()
-    host, timeout = settings.ollama.host, settings.ollama.timeout
-    async with make_http_client(host, timeout) as http:
-        client = OllamaClient(http, host, timeout)
-        try:
-            selected = await select_model(client, settings, profiles, model=model, size=start.size)
-        except SelectionError as exc:
-            raise StartError(str(exc), exc.kind) from exc
-        session_id = session_id or new_session_id(clock.now())
-        path = session_log(home, session_id)
-        private_dir(path.parent)
-        seed = new_seed()
-        writer = LogWriter(path, make_header(settings, id_seed=seed, created_at=clock.now()))
-        status = Status(
-            compress_at=settings.context.compression.threshold,
-            compression_enabled=settings.context.compression.enabled,
-        )
-        requests = Requests()
-        store = SnapshotStore(path.parent / "snapshots")
-        view = SnapshotView(store)
-        status.snapshot_ids = [m.id for m in reversed((await view.listing()).snapshots)]
-        specs = live_specs(
-            settings, client=client, store=store, memory=memory or ProbeChain(), extra=extra
-        )
-        try:
-            async with open_runtime(
-                specs,
-                clock=clock,
-                ids=SeededIds(seed),
-                recorder=Recorder(writer),
+    try:
+        journal = connect(home)
+    except JournalError as exc:
+        raise StartError(str(exc), "record") from exc
+    lock: SessionLock | None = None
+    try:
+        state = ConversationState(system_prompt=settings.system_prompt)
+        model, session_id, last_seq = start.model, "", 0
+        if start.resume is not None:
+            try:
+                session_id = find(journal, start.resume)
+                lock = SessionLock(home, session_id)
+                lock.acquire()
+                found = await _resume(journal, home, session_id, settings.system_prompt)
+            except JournalError as exc:
+                raise StartError(str(exc)) from exc
+            state, last_seq = found.state, found.last_seq
+            model = model or found.model
+        profiles = load_profile_db()
+        host, timeout = settings.ollama.host, settings.ollama.timeout
+        async with make_http_client(host, timeout) as http:
+            client = OllamaClient(http, host, timeout)
+            try:
+                selected = await select_model(
+                    client, settings, profiles, model=model, size=start.size
+                )
+            except SelectionError as exc:
+                raise StartError(str(exc), exc.kind) from exc
+            seed = new_seed()
+            header = None
+            if not session_id:
+                session_id = new_session_id(clock.now())
+                header = make_header(settings, id_seed=seed, created_at=clock.now())
+                lock = SessionLock(home, session_id)
+                try:
+                    lock.acquire()
+                except JournalError as exc:
+                    raise StartError(str(exc), "record") from exc
+            try:
+                writer = open_session(journal, home, session_id, header)
+            except JournalError as exc:
+                raise StartError(str(exc), "record") from exc
+            async with _running(
+                settings,
+                start,
+                session_id,
+                journal,
+                home,
+                writer,
+                client,
+                profiles,
+                selected,
+                state=state,
                 last_seq=last_seq,
-                taps=(*taps, status.apply, requests.tap),
-            ) as runtime:
-                await runtime.publish(
-                    SessionOpened(
-                        session_id=session_id, state=state, resumed=start.resume is not None
-                    ),
-                    source="cli",
-                )
-                await runtime.publish(selected, source="cli")
-                yield LiveSession(
-                    runtime=runtime,
-                    session_id=session_id,
-                    log_path=path,
-                    settings=settings,
-                    selected=selected,
-                    status=status,
-                    client=client,
-                    profiles=profiles,
-                    requests=requests,
-                    snapshots_view=view,
-                )
-        finally:
-            writer.close()
+                seed=seed,
+                clock=clock,
+                memory=memory,
+                extra=extra,
+                taps=taps,
+            ) as live:
+                yield live
+    finally:
+        if lock is not None:
+            lock.release()
+        journal.close()
+
+
+@asynccontextmanager
+async def _running(
+    settings: Settings,
+    start: Start,
+    session_id: str,
+    journal: Connection,
+    home: Path,
+    writer: SessionWriter,
+    client: OllamaClient,
+    profiles: Profiles,
+    selected: ModelSelected,
+    *,
+    state: ConversationState,
+    last_seq: int,
+    seed: str,
+    clock: Clock,
+    memory: MemorySource | None,
+    extra: Sequence[ChildSpec],
+    taps: Sequence[Tap],
+) -> AsyncIterator[LiveSession]:
+    status = Status(
+        compress_at=settings.context.compression.threshold,
+        compression_enabled=settings.context.compression.enabled,
+    )
+    requests = Requests()
+    try:
+        folder = private_dir(sessions_root(home) / session_id, inside=home)
+        store = SnapshotStore(folder / "snapshots")
+    except OSError as exc:
+        raise StartError(str(explain(exc, home)), "record") from exc
+    view = SnapshotView(store)
+    status.snapshot_ids = [m.id for m in reversed((await view.listing()).snapshots)]
+    specs = live_specs(
+        settings, client=client, store=store, memory=memory or ProbeChain(), extra=extra
+    )
+    recorder = Recorder(writer)
+    try:
+        async with open_runtime(
+            specs,
+            clock=clock,
+            ids=SeededIds(seed),
+            recorder=recorder,
+            last_seq=last_seq,
+            taps=(*taps, status.apply, requests.tap),
+        ) as runtime:
+            await runtime.publish(
+                SessionOpened(session_id=session_id, state=state, resumed=start.resume is not None),
+                source="cli",
+            )
+            await runtime.publish(selected, source="cli")
+            yield LiveSession(
+                runtime=runtime,
+                session_id=session_id,
+                log_path=home / DATABASE,
+                settings=settings,
+                selected=selected,
+                status=status,
+                client=client,
+                profiles=profiles,
+                requests=requests,
+                snapshots_view=view,
+                recorder=recorder,
+            )
+    except JournalError as exc:
+        raise RecordError(str(exc)) from exc
+    writer.close()

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import read_log
-from ollm.events import AnyEvent, MessageAdded, MessageUnanswered
+from actors import LogContents
+from ollm.events import MessageAdded, MessageUnanswered
+from ollm.live import recorded_sessions, session_log
 from tests.fakes.ollama_server import FakeModel, ollama_server_thread
 
 ROOT = Path(__file__).parents[2]
@@ -38,13 +39,21 @@ def ollm(
     )
 
 
-def sessions() -> list[Path]:
-    root = Path(os.environ["OLLM_HOME"]) / "sessions"
-    return sorted(root.glob("*/events.jsonl"))
+def home() -> Path:
+    return Path(os.environ["OLLM_HOME"])
 
 
-def user_messages(path: Path) -> list[str]:
-    log = read_log(path, AnyEvent)
+def sessions() -> list[str]:
+    """The recorded sessions' ids, oldest first (from the journal's index)."""
+    return [row.session_id for row in recorded_sessions(home())]
+
+
+def read_session(session_id: str) -> LogContents:
+    return session_log(home(), session_id)
+
+
+def user_messages(session_id: str) -> list[str]:
+    log = read_session(session_id)
     return [
         e.event.message.content
         for e in log.envelopes
@@ -96,7 +105,7 @@ def test_one_shot_faults_end_in_their_message_and_exit_status(server, fault, cod
     assert "Traceback" not in result.stderr
     assert user_messages(sessions()[-1]) == ["hello there"], "the message is in the session log"
     if code:
-        log = read_log(sessions()[-1], AnyEvent)
+        log = read_session(sessions()[-1])
         assert any(isinstance(e.event, MessageUnanswered) for e in log.envelopes)
 
 
@@ -228,20 +237,28 @@ def test_sessions_lists_each_session_with_its_model_and_turns(server):
     server.models["other:1b"] = FakeModel("other:1b")
     third = ollm("-p", "three", "--host", server.url, "-m", "other:1b")
     assert third.returncode == 0, third.stderr
-    # Two sessions started within one second need not sort in the order they were made.
     (second,) = [s for s in sessions() if s != first]
-    broken = first.parent.parent / "20000101-000000-dead" / "events.jsonl"
-    broken.parent.mkdir()
-    broken.write_text("not a log\n")
     result = ollm("sessions")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["SESSION", "STARTED", "(UTC)", "MODEL", "TURNS", "LAST", "(UTC)"]
-    assert lines[1].startswith("20000101-000000-dead   cannot be read: line 1: is not an event log")
-    rows = {line.split()[0]: line.split() for line in lines[2:4]}
-    assert rows[first.parent.name][3:5] == ["llama3.1:8b", "2"]
-    assert rows[second.parent.name][3:5] == ["other:1b", "1"]
-    assert lines[-1] == f"3 sessions in {first.parent.parent}; `ollm --resume ID` continues one"
+    assert lines[0].split() == [
+        "SESSION",
+        "STARTED",
+        "(UTC)",
+        "MODEL",
+        "TURNS",
+        "LAST",
+        "(UTC)",
+        "FIRST",
+        "WORDS",
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[1:3]}
+    assert rows[first][3:5] == ["llama3.1:8b", "2"]
+    assert rows[first][-1] == "one", "the first words"
+    assert rows[second][3:5] == ["other:1b", "1"]
+    assert lines[-1] == f"2 sessions in {home()}; `ollm --resume ID` continues one"
+    found = ollm("sessions", "--search", "three")
+    assert [line.split()[0] for line in found.stdout.splitlines()[1:-1]] == [second]
 
 
 def test_ctrl_c_during_a_reply_cancels_it_promptly_and_keeps_the_message(server):

@@ -23,8 +23,8 @@ from typing import Protocol
 import pyte
 import pytest
 
-from actors import read_log
-from ollm.events import AnyEvent, UsageChanged
+from ollm.events import UsageChanged
+from ollm.live import recorded_sessions, session_log
 from tests.fakes.ollama_server import ollama_server_thread
 
 ROOT = Path(__file__).parents[2]
@@ -182,10 +182,11 @@ def test_chat_context_snapshots_clear_and_ctrl_c_in_a_real_terminal(terminal):
         term.send("/context", "Enter")
         screen = term.wait_for(r"└─+┘")
         used, limit = re.search(r"Context: ([\d,]+) / ([\d,]+) tokens", screen).groups()  # type: ignore[union-attr]
-        logs = sorted((Path(os.environ["OLLM_HOME"]) / "sessions").glob("*/events.jsonl"))
+        home = Path(os.environ["OLLM_HOME"])
+        session = recorded_sessions(home)[-1].session_id  # open: read beside its writer
         usage = [
             e.event
-            for e in read_log(logs[-1], AnyEvent).envelopes
+            for e in session_log(home, session).envelopes
             if isinstance(e.event, UsageChanged)
         ]
         assert int(used.replace(",", "")) == usage[-1].used_tokens, "the token counter's figure"
