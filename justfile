@@ -35,6 +35,7 @@ bench:
     {{py}} scripts/bench_memory.py
     {{py}} scripts/bench_snapshots.py
     {{py}} scripts/bench_compression.py
+    {{py}} scripts/bench_journal.py
     {{py}} scripts/bench_startup.py
 
 # start the chat REPL

@@ -51,7 +51,8 @@ SAID = {"user", "assistant"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
+    number INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     header BLOB NOT NULL,
     created_at REAL NOT NULL,
     model TEXT NOT NULL DEFAULT '',
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS texts (
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
-    session TEXT NOT NULL,
+    session INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     at REAL NOT NULL,
     source TEXT NOT NULL,
@@ -80,6 +81,10 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks ON events (session, ref) WHERE kind = 'reply.chunk';
 CREATE VIRTUAL TABLE IF NOT EXISTS said USING fts5(session UNINDEXED, body);
+"""
+"""`events.body` is the event in MessagePack, its long texts referred to in `texts` and its
+lists cut to what is new (see the module's docstring); `events.session` is the session's
+`number`.
 """
 
 
@@ -149,7 +154,7 @@ def _shared(value: Any, put: Any) -> Any:
     """`value` with every long text replaced by a reference to its stored copy."""
     if isinstance(value, str):
         return {TEXT_KEY: put(value)} if len(value) >= SHARED_TEXT else value
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):  # msgspec gives tuples as tuples
         return [_shared(v, put) for v in value]
     if isinstance(value, dict):
         return {k: _shared(v, put) for k, v in value.items()}
@@ -245,6 +250,7 @@ class SessionWriter:
         self.connection = connection
         self.path = home / DATABASE
         self.session_id = session_id
+        self.number = _number(connection, session_id)
         self._text_ids: dict[bytes, int] = {}
         self._previous: dict[str, Any] = {}
         self.failed: JournalError | None = None
@@ -292,9 +298,12 @@ class SessionWriter:
     def _write(
         self, envelopes: Sequence[Envelope[Any]], fresh: dict[bytes, int], previous: dict[str, Any]
     ) -> None:
-        db, session = self.connection, self.session_id
+        db, session = self.connection, self.number
         turns, model, first = 0, None, None
         rows = []
+        ended = {
+            getattr(e.event, "request_id", "") for e in envelopes if _kind(e.event) in REPLY_ENDS
+        }
         for envelope in envelopes:
             event = envelope.event
             kind = _kind(event)
@@ -303,6 +312,8 @@ class SessionWriter:
             if kind != CHUNK:
                 previous[kind] = plain
             ref = getattr(event, "request_id", "") if kind == CHUNK or kind in REPLY_ENDS else ""
+            if kind == CHUNK and ref in ended:
+                continue  # the completed reply in this batch holds its text
             rows.append(
                 (
                     session,
@@ -312,7 +323,7 @@ class SessionWriter:
                     envelope.causation,
                     kind,
                     ref,
-                    msgspec.json.encode(body),
+                    msgspec.msgpack.encode(body),
                 )
             )
             if kind in REPLY_ENDS:
@@ -336,7 +347,7 @@ class SessionWriter:
             "UPDATE sessions SET turns = turns + ?, last_at = ?, last_seq = ?, "
             "model = coalesce(?, model), closed = 0, "
             "first_words = CASE WHEN first_words = '' THEN coalesce(?, '') ELSE first_words END "
-            "WHERE id = ?",
+            "WHERE number = ?",
             (turns, last.at, last.seq, model, _first_words(first), session),
         )
 
@@ -348,6 +359,13 @@ class SessionWriter:
             self.connection.execute(
                 "UPDATE sessions SET closed = 1 WHERE id = ?", (self.session_id,)
             )
+
+
+def _number(connection: sqlite3.Connection, session_id: str) -> int:
+    row = connection.execute("SELECT number FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if row is None:
+        raise JournalError(f"there is no session {session_id!r}; `ollm sessions` lists them")
+    return int(row[0])
 
 
 def _first_words(text: str | None) -> str | None:
@@ -381,7 +399,7 @@ def session_rows(connection: sqlite3.Connection, search: str = "") -> list[Sessi
     query = "SELECT id, created_at, model, turns, last_at, first_words, closed FROM sessions"
     args: tuple[str, ...] = ()
     if search:
-        query += " WHERE id IN (SELECT session FROM said WHERE said MATCH ?)"
+        query += " WHERE number IN (SELECT session FROM said WHERE said MATCH ?)"
         args = ('"' + search.replace('"', '""') + '"',)
     rows = connection.execute(query + " ORDER BY created_at, id", args).fetchall()
     return [
@@ -472,10 +490,10 @@ def envelopes(
     texts: dict[int, str] = {}
     cursor = connection.execute(
         "SELECT seq, at, source, causation, kind, body FROM events WHERE session = ? ORDER BY seq",
-        (session_id,),
+        (_number(connection, session_id),),
     )
     for seq, at, source, causation, kind, body in cursor:
-        stored = msgspec.json.decode(body)
+        stored = msgspec.msgpack.decode(body)
         plain = stored if kind == CHUNK else _undelta(stored, previous.get(kind))
         if kind != CHUNK:
             previous[kind] = plain
