@@ -1,0 +1,394 @@
+"""The sessions journal: what is kept, how it grows, and what survives a kill or a bad disk."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from actors import (
+    Actor,
+    ChildSpec,
+    Context,
+    FakeClock,
+    Recorder,
+    SeededIds,
+    open_runtime,
+)
+from ollm.config import Settings
+from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
+from ollm.core import core_specs, make_header, rebuild, replay_log
+from ollm.events import (
+    AnyEvent,
+    ChatRequested,
+    ClearRequested,
+    CompressionCompleted,
+    CompressRequested,
+    ContextReduced,
+    ConversationState,
+    MessageAdded,
+    ModelSelected,
+    SessionOpened,
+    SnapshotRequested,
+    UserSubmitted,
+)
+from ollm.live import Start, open_live_session
+from ollm.providers.scripted import ScriptedProviderActor
+from ollm.storage.journal import (
+    DATABASE,
+    JournalError,
+    SessionLock,
+    SessionWriter,
+    connect,
+    open_session,
+    read_session,
+    session_state,
+)
+from ollm.storage.store import SnapshotStore
+from tests.fakes.ollama_server import ollama_server_thread, open_ollama_server
+
+from .live import NoDevices, open_live
+
+ROOT = Path(__file__).parents[2]
+WORDS = "alpha beta gamma delta epsilon "
+
+
+def home() -> Path:
+    return Path(os.environ["OLLM_HOME"])
+
+
+def stored() -> int:
+    """Bytes the journal holds: event bodies and keys, and the texts they refer to."""
+    db = sqlite3.connect(home() / DATABASE)
+    try:
+        body, rows = db.execute("SELECT sum(length(body)), count(*) FROM events").fetchone()
+        text, kept = db.execute("SELECT sum(length(body)), count(*) FROM texts").fetchone()
+        return int(body + rows * 24 + (text or 0) + kept * 24)
+    finally:
+        db.close()
+
+
+# --- growth ---------------------------------------------------------------------------------
+
+pytestmark_anyio = pytest.mark.anyio
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [4096, 131072])
+async def test_a_turn_adds_what_is_new_not_the_whole_prompt(size):
+    marks: dict[int, tuple[int, int]] = {}
+    said = 0
+    async with open_ollama_server() as server, open_live(server, size=size) as live:
+        for t in range(1, 161):
+            text = f"turn {t}: " + WORDS * 25
+            ended = await live.say(text)
+            assert isinstance(ended, MessageAdded)
+            said += len(text) + len(ended.message.content)
+            if t in (20, 60, 120, 160):
+                marks[t] = (stored(), said)
+    # Windows of 40 turns: each holds several compressions at 4k.
+    early = (marks[60][0] - marks[20][0]) / 40
+    late = (marks[160][0] - marks[120][0]) / 40
+    new_text = (marks[160][1] - marks[120][1]) / 40
+    assert late <= 1.2 * early, f"flat: {late:.0f} bytes per turn late, {early:.0f} early"
+    assert late <= 2 * new_text + 1536, f"{late:.0f} bytes per turn for {new_text:.0f} new"
+
+
+# --- a kill at any instant ------------------------------------------------------------------
+
+
+class Printer(Actor[MessageAdded]):
+    """Shows each message as the console would: only once it is recorded."""
+
+    accepts = (MessageAdded,)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def handle(self, event: MessageAdded, ctx: Context) -> None:
+        line = msgspec.json.encode([event.message.role, event.message.content]) + b"\n"
+        os.write(self.fd, line)
+
+
+def script() -> list[object]:
+    steps: list[object] = []
+    for t in range(22):
+        steps.append(UserSubmitted(text=f"turn {t}: " + WORDS * (20 + 7 * (t % 5))))
+        if t == 5:
+            steps.append(SnapshotRequested(reason="manual"))
+        if t == 11:
+            steps.append(ClearRequested())
+        if t == 16:
+            steps.append(CompressRequested(reason="user"))
+    return steps
+
+
+async def talk(data: Path, kill_at: int, fd: int) -> None:
+    settings = Settings()
+    journal = connect(data)
+    header = make_header(settings, id_seed="kill", created_at=1.7e9)
+    writer = open_session(journal, data, "s1", header)
+    published = [0]
+
+    def killer(envelope: object) -> None:
+        published[0] += 1
+        if published[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    store = SnapshotStore(data / "sessions" / "s1" / "snapshots")
+    specs = [
+        *core_specs(settings),
+        ChildSpec(name="provider", factory=ScriptedProviderActor),
+        ChildSpec(
+            name="snapshot_manager",
+            factory=lambda: SnapshotManagerActor(store, RetentionPolicy(keep=3)),
+        ),
+        ChildSpec(name="printer", factory=lambda: Printer(fd), recorded_only=True),
+    ]
+    clock = FakeClock(1.7e9)
+    async with open_runtime(
+        specs, clock=clock, ids=SeededIds("kill"), recorder=Recorder(writer), taps=(killer,)
+    ) as runtime:
+        system = ConversationState(system_prompt="You are terse.")
+        await runtime.publish(SessionOpened(session_id="s1", state=system), source="cli")
+        await runtime.publish(ModelSelected(model="m", size=4096, num_ctx=3482), source="cli")
+        await runtime.settle()
+        for step in script():
+            clock.advance(1.0)
+            await runtime.publish(step, source="cli")
+            await runtime.settle()
+    writer.close()
+    os.write(fd, msgspec.json.encode(["published", str(published[0])]) + b"\n")
+
+
+def run_child(data: Path, kill_at: int) -> list[list[str]]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            anyio.run(talk, data, kill_at, write_end, backend="asyncio")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        shown = [msgspec.json.decode(line) for line in pipe]
+    os.waitpid(pid, 0)
+    return shown
+
+
+async def resume_request(
+    data: Path,
+) -> tuple[ConversationState, ChatRequested, set[str]]:
+    """Resume the killed session as `ollm --resume` does, and send one more message: the
+    state, the request, and the ids the session took out on the way (a limit reached)."""
+    journal = connect(data, readonly=True)
+    log = read_session(journal, data, "s1", AnyEvent)
+    journal.close()
+    state = (await rebuild(log)).state
+    specs = [*core_specs(Settings()), ChildSpec(name="provider", factory=ScriptedProviderActor)]
+    sent: list[ChatRequested] = []
+    removed: set[str] = set()
+
+    def tap(envelope: object) -> None:
+        event = getattr(envelope, "event", None)
+        if isinstance(event, ChatRequested) and event.purpose == "chat":
+            sent.append(event)
+        if isinstance(event, ContextReduced):
+            removed.update(event.removed_ids)
+        if isinstance(event, CompressionCompleted):
+            removed.update(event.covered_ids)
+
+    async with open_runtime(specs, clock=FakeClock(2e9), taps=(tap,)) as runtime:
+        await runtime.publish(
+            SessionOpened(session_id="s1", state=state, resumed=True), source="cli"
+        )
+        await runtime.publish(ModelSelected(model="m", size=4096, num_ctx=3482), source="cli")
+        await runtime.settle()
+        await runtime.publish(UserSubmitted(text="after the crash"), source="cli")
+        await runtime.settle()
+    return state, sent[-1], removed
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_session_killed_at_200_random_points_loses_nothing_that_was_shown(tmp_path):
+    full = run_child(tmp_path / "full", kill_at=10**9)
+    total = int(full[-1][1])
+    assert total > 500, "the scripted session covers chat, snapshot, clear and compression"
+    rng = random.Random(2026)
+    unreadable = diverged = 0
+    for round_ in range(200):
+        data = tmp_path / f"k{round_}"
+        shown = run_child(data, kill_at=rng.randint(1, total))
+        if not (data / DATABASE).exists():
+            continue  # killed before the journal was made: nothing was shown either
+        assert shown == [] or shown[-1][0] != "published", "it was killed"
+        try:
+            journal = connect(data, readonly=True)
+            log = read_session(journal, data, "s1", AnyEvent)
+            journal.close()
+        except JournalError:
+            unreadable += 1
+            continue
+        result = anyio.run(replay_log, log, backend="asyncio")
+        if result.divergence is not None:
+            diverged += 1
+            print(result.divergence.describe(), file=sys.stderr)
+        rebuilt = {
+            (e.event.message.role, e.event.message.content)
+            for e in result.envelopes
+            if isinstance(e.event, MessageAdded)
+        }
+        assert {tuple(s) for s in shown} <= rebuilt, "every message shown is rebuilt"
+        accepted = [e.event.text for e in log.envelopes if isinstance(e.event, UserSubmitted)]
+        assert {("user", text) for text in accepted} <= rebuilt, "every message accepted"
+        state, request, removed = anyio.run(resume_request, data, backend="asyncio")
+        sent = [(m.role, m.content) for m in request.messages]
+        for message in state.messages:
+            # In the next request, or taken out there by a limit (with a snapshot first).
+            carried = (message.role, message.content) in sent or message.id in removed
+            assert carried, "the next request carries it"
+    assert unreadable == 0
+    assert diverged == 0
+
+
+# --- one writer, contained, bad disks -------------------------------------------------------
+
+
+def ollm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ollm", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_second_writer_of_a_session_is_refused_naming_the_first():
+    with ollama_server_thread() as server:
+        first = ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b")
+        assert first.returncode == 0, first.stderr
+        session = ollm("sessions").stdout.splitlines()[1].split()[0]
+        lock = SessionLock(home(), session)
+        lock.acquire()  # as a running `ollm --resume` holds it
+        try:
+            second = ollm("-p", "again", "--host", server.url, "--resume", session)
+        finally:
+            lock.release()
+        assert second.returncode == 2
+        assert f"session {session} is open in another ollm (pid {os.getpid()})" in second.stderr
+        assert "Traceback" not in second.stderr
+        third = ollm("-p", "again", "--host", server.url, "--resume", session)
+        assert third.returncode == 0, third.stderr
+        assert server.chats()[-1]["messages"][-1]["content"] == "again"
+
+
+@pytest.mark.parametrize("planted", ["sessions.db", "sessions"])
+def test_a_symlink_planted_in_ollm_home_is_never_followed(tmp_path, planted):
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    home().mkdir(parents=True, exist_ok=True)
+    (home() / planted).symlink_to(outside / planted)
+    with ollama_server_thread() as server:
+        result = ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode in (2, 8)
+    assert "is a symbolic link; ollm does not follow links" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(outside.iterdir()) == [], "nothing was written outside OLLM_HOME"
+    assert oct(outside.stat().st_mode & 0o777) == "0o755", "nor chmodded"
+
+
+def test_a_damaged_journal_is_one_sentence_and_exit_8():
+    home().mkdir(parents=True, exist_ok=True)
+    (home() / DATABASE).write_bytes(b"this is not a database at all" * 200)
+    with ollama_server_thread() as server:
+        result = ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == 8
+    assert result.stderr.count("\n") == 1
+    assert "it is damaged; move it aside" in result.stderr
+    listing = ollm("sessions")
+    assert listing.returncode == 1 and "it is damaged" in listing.stderr
+    assert "Traceback" not in result.stderr + listing.stderr
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_stops_the_session_in_one_sentence_and_it_resumes_after():
+    """SQLite's own full-disk path: the database may not grow past its pages."""
+    from ollm.live import RecordError
+
+    async with open_ollama_server() as server:
+        settings = msgspec.structs.replace(
+            Settings(),
+            model="llama3.1:8b",
+            ollama=msgspec.structs.replace(Settings().ollama, host=server.url),
+        )
+        with pytest.raises(RecordError, match="the disk is full; free some space"):
+            async with open_live_session(settings, Start(), memory=NoDevices()) as live:
+                assert (await live.send("before the disk fills")).answered
+                db = sqlite3.connect(home() / DATABASE)
+                pages = db.execute("PRAGMA page_count").fetchone()[0]
+                db.close()
+                recorder = live._recorder
+                assert recorder is not None
+                writer = recorder.writer
+                assert isinstance(writer, SessionWriter)
+                writer.connection.execute(f"PRAGMA max_page_count = {pages}")
+                for n in range(200):
+                    await live.send(f"message {n} " + WORDS * 40)
+        journal = connect(home(), readonly=True)
+        session = journal.execute("SELECT id FROM sessions").fetchone()[0]
+        log = read_session(journal, home(), session, AnyEvent)
+        assert not session_state(journal, session).closed
+        journal.close()
+        said = [e.event.text for e in log.envelopes if isinstance(e.event, UserSubmitted)]
+        assert said[0] == "before the disk fills", "what was written is intact"
+        async with open_live_session(settings, Start(resume=session), memory=NoDevices()) as live:
+            assert (await live.send("after space came back")).answered
+        sent = [m["content"] for m in server.chats()[-1]["messages"]]
+        assert "before the disk fills" in sent and sent[-1] == "after space came back"
+
+
+# --- finding sessions -----------------------------------------------------------------------
+
+
+def test_sessions_search_replay_by_prefix_and_export_round_trip(tmp_path):
+    with ollama_server_thread() as server:
+        for text in ("the build failed with JOB-90211", "what is a B-tree?"):
+            assert ollm("-p", text, "--host", server.url, "-m", "llama3.1:8b").returncode == 0
+    rows = ollm("sessions").stdout.splitlines()[1:-1]
+    ids = [row.split()[0] for row in rows]
+    found = ollm("sessions", "--search", "JOB-90211").stdout.splitlines()[1:-1]
+    assert [row.split()[0] for row in found] == [ids[0]]
+    assert "the build failed with JOB-90211" in found[0], "first words shown"
+    prefix = ids[1][: len(ids[1]) - 2]
+    assert ids[0][: len(prefix)] != prefix or len(ids) == 1
+    check = ollm("replay", "--check", ids[1][:-1])
+    assert check.returncode == 0, check.stderr
+    exported = tmp_path / "one.jsonl"
+    out = ollm("export", ids[0], "-o", str(exported))
+    assert out.returncode == 0, out.stderr
+    assert ollm("replay", "--check", str(exported)).returncode == 0
+    assert "JOB-90211" in ollm("replay", str(exported)).stdout
+    unknown = ollm("replay", "nope")
+    assert unknown.returncode == 1 and "no session id starts with 'nope'" in unknown.stderr
+
+
+def test_the_journal_is_private():
+    with ollama_server_thread() as server:
+        assert ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b").returncode == 0
+    assert oct(home().stat().st_mode & 0o777) == "0o700"
+    for name in (DATABASE, f"{DATABASE}-wal"):
+        path = home() / name
+        if path.exists():
+            assert oct(path.stat().st_mode & 0o777) == "0o600", name
