@@ -36,6 +36,7 @@ bench:
     {{py}} scripts/bench_snapshots.py
     {{py}} scripts/bench_compression.py
     {{py}} scripts/bench_journal.py
+    {{py}} scripts/bench_resume.py
     {{py}} scripts/bench_startup.py
 
 # start the chat REPL

@@ -39,6 +39,7 @@ from ..profiles import ProfileError, Profiles, load_profiles
 from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
 from ..storage.journal import (
     DATABASE,
+    Checkpoint,
     JournalError,
     SessionLock,
     SessionWriter,
@@ -154,6 +155,9 @@ async def _resume(journal: Connection, home: Path, wanted: str, system: str) -> 
     """
     session_id = find(journal, wanted)
     index = session_state(journal, session_id)
+    if index.closed and index.checkpoint is not None:
+        kept = index.checkpoint
+        return _Resumed(session_id, kept.state, index.last_seq, kept.model or None)
     log = read_session(journal, home, session_id, AnyEvent)
     if index.closed:
         restored = resumed(log)
@@ -316,4 +320,6 @@ async def _running(
             )
     except JournalError as exc:
         raise RecordError(str(exc)) from exc
-    writer.close()
+    # The read model folds the conversation by the same rules as resuming does.
+    model = status.selected.model if status.selected is not None else ""
+    writer.close(Checkpoint(state=status.ledger.conversation.state(), model=model))

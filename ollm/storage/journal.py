@@ -37,6 +37,7 @@ from blake3 import blake3
 
 from actors import Envelope, LogContents, LogHeader
 
+from ..events import ConversationState
 from .session_files import sessions_root
 
 DATABASE = "sessions.db"
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_seq INTEGER NOT NULL DEFAULT 0,
     first_words TEXT NOT NULL DEFAULT '',
     closed INTEGER NOT NULL DEFAULT 0,
-    crashes BLOB NOT NULL DEFAULT '[]'
+    crashes BLOB NOT NULL DEFAULT '[]',
+    checkpoint BLOB
 );
 CREATE TABLE IF NOT EXISTS texts (
     id INTEGER PRIMARY KEY,
@@ -132,6 +134,13 @@ def private_home(home: Path) -> None:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise explain(exc, home / DATABASE) from exc
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """The conversation a session ended with, as its events fold it, and its model."""
+
+    state: ConversationState
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -351,13 +360,16 @@ class SessionWriter:
             (turns, last.at, last.seq, model, _first_words(first), session),
         )
 
-    def close(self) -> None:
-        """Mark the session closed cleanly (everything it did is written)."""
+    def close(self, checkpoint: Checkpoint | None = None) -> None:
+        """Mark the session closed cleanly (everything it did is written), keeping the
+        conversation it ended with, so that resuming it reads no history."""
         if self.failed is not None:
             return
+        saved = msgspec.msgpack.encode(checkpoint) if checkpoint is not None else None
         with contextlib.suppress(sqlite3.Error):
             self.connection.execute(
-                "UPDATE sessions SET closed = 1 WHERE id = ?", (self.session_id,)
+                "UPDATE sessions SET closed = 1, checkpoint = ? WHERE id = ?",
+                (saved, self.session_id),
             )
 
 
@@ -446,6 +458,8 @@ class SessionState:
     """The last run of it ended cleanly: everything it did is written."""
     crashes: tuple[int, ...]
     last_seq: int
+    checkpoint: Checkpoint | None = None
+    """Kept at a clean close; None after a crash (or if the run kept none)."""
 
 
 def session_state(connection: sqlite3.Connection, session_id: str) -> SessionState:
@@ -455,7 +469,8 @@ def session_state(connection: sqlite3.Connection, session_id: str) -> SessionSta
         JournalError: there is no such session.
     """
     row = connection.execute(
-        "SELECT header, closed, crashes, last_seq FROM sessions WHERE id = ?", (session_id,)
+        "SELECT header, closed, crashes, last_seq, checkpoint FROM sessions WHERE id = ?",
+        (session_id,),
     ).fetchone()
     if row is None:
         raise JournalError(f"there is no session {session_id!r}; `ollm sessions` lists them")
@@ -464,6 +479,7 @@ def session_state(connection: sqlite3.Connection, session_id: str) -> SessionSta
         closed=bool(row[1]),
         crashes=tuple(msgspec.json.decode(row[2], type=list[int])),
         last_seq=int(row[3]),
+        checkpoint=msgspec.msgpack.decode(row[4], type=Checkpoint) if row[4] else None,
     )
 
 

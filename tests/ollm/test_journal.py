@@ -260,12 +260,37 @@ def test_a_session_killed_at_200_random_points_loses_nothing_that_was_shown(tmp_
     assert diverged == 0
 
 
+def test_a_clean_close_keeps_the_conversation_its_events_fold_to():
+    """Resuming a cleanly closed session reads its checkpoint, not its history: the two
+    must be the same conversation."""
+    from ollm.conversation import resumed
+
+    with ollama_server_thread() as server:
+        script = "remember kiwi\n/context snapshot\nsecond\n/context clear\nthird\n"
+        assert ollm("--host", server.url, "-m", "llama3.1:8b", stdin=script).returncode == 0
+        journal = connect(home(), readonly=True)
+        session = journal.execute("SELECT id FROM sessions").fetchone()[0]
+        index = session_state(journal, session)
+        log = read_session(journal, home(), session, AnyEvent)
+        journal.close()
+        assert index.closed and index.checkpoint is not None
+        assert index.checkpoint.state == resumed(log).state
+        assert index.checkpoint.model == "llama3.1:8b"
+        again = ollm("-p", "fourth", "--host", server.url, "--resume", session)
+        assert again.returncode == 0, again.stderr
+        sent = [m["content"] for m in server.chats()[-1]["messages"] if m["role"] == "user"]
+        assert sent == ["third", "fourth"], "the cleared conversation, then the new message"
+
+
 # --- one writer, contained, bad disks -------------------------------------------------------
 
 
-def ollm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ollm(
+    *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ollm", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
