@@ -15,7 +15,7 @@ from actors import ChildSpec, Envelope, FakeClock
 from actors.testing import Harness
 from ollm.config import Settings
 from ollm.events import ChatRequested, MessageAdded, MessageUnanswered, UsageChanged
-from ollm.gpu.records import Reading
+from ollm.gpu.records import MemorySource, Reading
 from ollm.live import LiveSession, Start, open_live_session
 from ollm.providers.ollama import OllamaClient, make_http_client
 from tests.fakes.ollama_server import OllamaTestServer
@@ -67,6 +67,7 @@ async def open_live(
     timeout: float = 5.0,
     system: str = "You are a helpful assistant.",
     extra: tuple[ChildSpec, ...] = (),
+    memory: MemorySource | None = None,
 ) -> AsyncIterator[Live]:
     base = settings or Settings()
     settings = msgspec.structs.replace(
@@ -89,7 +90,7 @@ async def open_live(
             Start(model=model, size=size),
             extra=extra,
             clock=clock,
-            memory=NoDevices(),
+            memory=memory or NoDevices(),
             taps=(tap,),
         ) as session,
     ):
