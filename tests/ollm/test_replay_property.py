@@ -6,6 +6,7 @@ provider faults and memory samples, run live against the Ollama test server, the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -77,6 +78,11 @@ step = st.one_of(
 )
 
 
+def new_since(old: list[ReplyChunk]) -> Callable[[ReplyChunk], bool]:
+    seen = {id(e) for e in old}
+    return lambda e: id(e) not in seen
+
+
 async def session(steps: list[tuple[str, int | float | str]]) -> str:
     memory = ChangingMemory()
     wait = 5.0
@@ -96,11 +102,10 @@ async def session(steps: list[tuple[str, int | float | str]]) -> str:
                     await live.say("this one meets a fault")
                 elif kind == "cancel":
                     server.fault("stall")
-                    seen = {id(e) for e in h.events(ReplyChunk)}
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(door.send, "a long story, please")
                         # Ctrl-C once the stalled reply has begun to stream.
-                        await h.wait_for(ReplyChunk, lambda e, old=seen: id(e) not in old)
+                        await h.wait_for(ReplyChunk, new_since(h.events(ReplyChunk)))
                         await door.cancel()
                     await h.settle()
                 elif kind == "memory":
