@@ -43,6 +43,10 @@ class Activity:
     def outstanding(self) -> int:
         return self._total
 
+    def holds(self, holder: str) -> bool:
+        """Whether `holder` has outstanding work now."""
+        return holder in self._held
+
     def holders(self) -> frozenset[str]:
         """Who holds outstanding work now."""
         return frozenset(self._held)

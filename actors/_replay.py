@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from ._activity import Activity
 from ._actor import _holder
 from ._clock import FakeClock
 from ._envelope import Envelope
+from ._events import RuntimeEvent
 from ._exceptions import NotQuietError
 from ._ids import IdSource, SeededIds
 from ._log import LogContents
@@ -57,89 +58,131 @@ class ReplayResult:
 Key = tuple[int, str]
 """(recorded seq of the input an envelope descends from, or 0; the publishing source)."""
 
-Fed = Callable[[Envelope[Any]], bool]
-"""Whether a recorded envelope is fed to the replayed actors (rather than derived by them)."""
+
+class _Comparison:
+    """Compares derived events per key as both sides produce them, keeping only what is
+    not matched yet: memory follows the skew between recording and replay, not the log."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[Key, deque[Envelope[Any]]] = defaultdict(deque)
+        """Per key, the unmatched events of one side; `side` says which."""
+        self.side: dict[Key, bool] = {}
+        """True: the waiting events are recorded ones; False: the replay's."""
+        self.found: dict[Key, Divergence] = {}
+        self.compared = 0
+
+    def add(self, key: Key, envelope: Envelope[Any], recorded: bool) -> None:
+        if recorded:
+            self.compared += 1
+        if key in self.found:
+            return
+        queue = self.waiting[key]
+        if not queue or self.side[key] == recorded:
+            self.side[key] = recorded
+            queue.append(envelope)
+            return
+        other = queue.popleft()
+        want, got = (envelope, other) if recorded else (other, envelope)
+        if want.event != got.event:
+            self.found[key] = Divergence(seq=want.seq, expected=want, actual=got)
+
+    def result(self, tolerated: Callable[[int], bool]) -> Divergence | None:
+        found = list(self.found.values())
+        for key, queue in self.waiting.items():
+            if key in self.found or not queue:
+                continue
+            if self.side[key]:  # recorded, never derived again
+                found.append(Divergence(seq=queue[0].seq, expected=queue[0], actual=None))
+            elif not tolerated(key[0]):  # derived, never recorded
+                found.append(Divergence(seq=key[0], expected=None, actual=queue[0]))
+        # Earliest recorded position first; among extras from one input, the earliest.
+        return (
+            min(found, key=lambda d: (d.seq, d.actual.seq if d.actual else float("inf")))
+            if found
+            else None
+        )
 
 
 class _Order:
-    """Keeps the replay in the recorded order.
+    """Keeps the replay in the recorded order, reading the recording as it goes.
 
     Live, inputs arrive while earlier ones are still being worked on, so an actor may see an
-    input between two events derived from an earlier one. Replay feeds inputs one at a time,
-    so this gate holds a derived event back until every input recorded before its recorded
-    counterpart has been fed: each actor's mailbox then receives what it received live.
+    input between two events derived from an earlier one. Replay feeds the recording's
+    inputs one at a time; this gate holds each derived event back until every input
+    recorded before its recorded counterpart has been fed, reading ahead in the recording
+    when it must learn where that counterpart is. Each actor's mailbox then receives what
+    it received live.
     """
 
-    def __init__(
-        self,
-        inputs: Sequence[Envelope[Any]],
-        expected: dict[Key, list[Envelope[Any]]],
-        sources: set[str],
-        is_input: IsInput,
-        activity: Activity,
-    ) -> None:
-        self.pending: deque[int] = deque(e.seq for e in inputs)
-        """Recorded seqs of the inputs not fed yet."""
-        self.expected = expected
+    def __init__(self, sources: set[str], is_input: IsInput, activity: Activity) -> None:
         self.sources = sources
         self.is_input = is_input
         self.activity = activity
-        self.produced: dict[Key, int] = defaultdict(int)
-        self.by_seq: dict[int, Envelope[Any]] = {}
-        self.to_recorded: dict[int, int] = {}
+        self.targets: dict[Key, deque[int]] = defaultdict(deque)
+        """Per key, the recorded seqs of the derived events read and not yet published."""
+        self.inputs: deque[Envelope[Any]] = deque()
+        """Inputs read ahead and not fed yet, in order."""
+        self.exhausted = False
+        self.wanting = 0
+        """Held publications whose counterpart has not been read yet."""
         self.roots: dict[int, int] = {}
-        self.feeding: object | None = None
+        """Replay seq → recorded seq of the fed input it descends from (0: none)."""
+        self.feeding: tuple[object, int] | None = None
         self.waiting: dict[str, int] = defaultdict(int)
         """Holders whose publications wait at the gate (their work does not count as busy)."""
         self.generation = 0
         self.moved = anyio.Event()
 
     def tap(self, envelope: Envelope[Any]) -> None:
-        self.by_seq[envelope.seq] = envelope
-        if self.feeding is not None and envelope.event is self.feeding:
-            self.to_recorded[envelope.seq] = self.pending[0]
-
-    def root(self, seq: int | None) -> int:
-        """The recorded seq of the fed input that `seq` descends from (0: none)."""
-        chain: list[int] = []
-        found = 0
-        while seq is not None:
-            if seq in self.roots:
-                found = self.roots[seq]
-                break
-            chain.append(seq)
-            if seq in self.to_recorded:
-                found = self.to_recorded[seq]
-                break
-            envelope = self.by_seq.get(seq)
-            seq = envelope.causation if envelope is not None else None
-        for link in chain:
-            self.roots[link] = found
-        return found
+        feeding = self.feeding
+        if feeding is not None and envelope.event is feeding[0]:
+            self.roots[envelope.seq] = feeding[1]
+        else:
+            cause = envelope.causation
+            self.roots[envelope.seq] = self.roots.get(cause, 0) if cause is not None else 0
 
     async def gate(self, event: object, source: str, causation: int | None) -> None:
-        if source not in self.sources or self.is_input(event):
+        if source not in self.sources or self.is_input(event) or isinstance(event, RuntimeEvent):
             return
-        key = (self.root(causation), source)
-        index = self.produced[key]
-        self.produced[key] += 1
-        want = self.expected.get(key, [])
-        if index >= len(want):
-            return  # an extra event: let it out, the comparison reports it
-        target = want[index].seq
+        key = (self.roots.get(causation, 0) if causation is not None else 0, source)
+        # A publication outside any handling holds no work of its own.
         holder = _holder.get()
-        while self.pending and self.pending[0] < target and holder is not None:
-            generation = self.generation
+        counted = holder if holder is not None and self.activity.holds(holder) else None
+        while not self.targets[key]:
+            if self.exhausted:
+                return  # an extra event: the comparison reports it
+            self.wanting += 1
+            try:
+                await self._hold(counted)
+            finally:
+                self.wanting -= 1
+        target = self.targets[key].popleft()
+        while self.inputs and self.inputs[0].seq < target:
+            await self._hold(counted)
+
+    async def _hold(self, holder: str | None) -> None:
+        generation = self.generation
+        if holder is not None:
             self.waiting[holder] += 1
             self.activity.end(holder)
-            try:
-                await self.moved.wait()
-            finally:
-                if self.generation == generation:  # cancelled while held: busy again
-                    self.waiting[holder] -= 1
-                    if not self.waiting[holder]:
-                        del self.waiting[holder]
-                    self.activity.begin(holder)
+        try:
+            await self.moved.wait()
+        finally:
+            if holder is not None and self.generation == generation:  # cancelled while held
+                self.waiting[holder] -= 1
+                if not self.waiting[holder]:
+                    del self.waiting[holder]
+                self.activity.begin(holder)
+
+    def release(self) -> None:
+        """Let every held event look again, each busy again from this moment (before it
+        runs), so that what comes next waits for what it does."""
+        for holder, count in self.waiting.items():
+            self.activity.begin(holder, count)
+        self.waiting.clear()
+        self.generation += 1
+        self.moved.set()
+        self.moved = anyio.Event()
 
     async def idle(self, clock: FakeClock, timeout: float) -> None:
         """Wait until all that is left to do is held at the gate."""
@@ -158,18 +201,6 @@ class _Order:
         if scope.cancelled_caught:
             raise NotQuietError(timeout, self.activity.describe())
 
-    def fed(self) -> None:
-        """The next input is in: let every held event go, each busy again from this moment
-        (before it runs), so that the input after waits for what it does."""
-        self.pending.popleft()
-        self.feeding = None
-        for holder, count in self.waiting.items():
-            self.activity.begin(holder, count)
-        self.waiting.clear()
-        self.generation += 1
-        self.moved.set()
-        self.moved = anyio.Event()
-
 
 async def replay(
     log: LogContents,
@@ -178,6 +209,9 @@ async def replay(
     is_input: IsInput,
     ids: IdSource | None = None,
     settle_timeout: float = 10.0,
+    envelopes: Iterable[Envelope[Any]] | None = None,
+    keep: bool = True,
+    observe: Callable[[Envelope[Any]], None] | None = None,
 ) -> ReplayResult:
     """Re-publish the inputs of `log`, one at a time, and compare the derived events.
 
@@ -188,109 +222,108 @@ async def replay(
     recorded before it are in (`_Order`), so every actor sees its events in the recorded
     order. Derived events are compared per input they descend from (by causation) and per
     source, in order; only sources present in `specs` are compared.
+
+    The recording is read once, in order: `envelopes` (an iterator, e.g. rows decoded as
+    they are read) instead of `log.envelopes` streams it. `keep=False` keeps none of what
+    the replay published (`observe` sees each envelope instead): memory then follows the
+    system's state, not the length of the log.
     """
-    recorded = log.envelopes
     sources = {spec.name for spec in specs}
 
     def fed(envelope: Envelope[Any]) -> bool:
         return is_input(envelope.event) or envelope.source not in sources
 
-    inputs = [e for e in recorded if fed(e)]
-    expected = _group(recorded, fed, sources, lambda seq: seq)
-    start = recorded[0].at if recorded else log.header.created_at
-    clock = FakeClock(start)
+    recorded = iter(envelopes if envelopes is not None else log.envelopes)
+    first = next(recorded, None)
+    clock = FakeClock(first.at if first is not None else log.header.created_at)
     published: list[Envelope[Any]] = []
+    comparison = _Comparison()
+    recorded_roots: dict[int, int] = {}
+    inputs = 0
+    last_input = 0
     async with open_runtime(
         specs, clock=clock, ids=ids or SeededIds(log.header.id_seed)
     ) as runtime:
-        order = _Order(inputs, expected, sources, is_input, runtime.bus.activity)
-        remove = runtime.bus.add_tap(order.tap)
-        remove_published = runtime.bus.add_tap(published.append)
+        order = _Order(sources, is_input, runtime.bus.activity)
+
+        def tap(envelope: Envelope[Any]) -> None:
+            order.tap(envelope)
+            if keep:
+                published.append(envelope)
+            if observe is not None:
+                observe(envelope)
+            if not fed(envelope) and envelope.source in sources:
+                comparison.add((order.roots[envelope.seq], envelope.source), envelope, False)
+
+        def read(envelope: Envelope[Any]) -> None:
+            nonlocal last_input
+            if fed(envelope):
+                recorded_roots[envelope.seq] = envelope.seq
+                order.inputs.append(envelope)
+                last_input = envelope.seq
+                return
+            cause = envelope.causation
+            root = recorded_roots.get(cause, 0) if cause is not None else 0
+            recorded_roots[envelope.seq] = root
+            if envelope.source in sources:
+                key = (root, envelope.source)
+                order.targets[key].append(envelope.seq)
+                comparison.add(key, envelope, True)
+
+        async def feed() -> None:
+            nonlocal inputs
+            envelope = order.inputs.popleft()
+            clock.set(envelope.at)
+            order.feeding = (envelope.event, envelope.seq)
+            await runtime.publish(envelope.event, source=envelope.source)
+            order.feeding = None
+            inputs += 1
+
+        remove = runtime.bus.add_tap(tap)
         runtime.bus.gate = order.gate
         try:
-            for envelope in inputs:
+            envelope = first
+            order.exhausted = envelope is None
+            while True:
+                if envelope is not None and (not order.inputs or order.wanting):
+                    # Read on: nothing is ready to feed, or a held event must learn where
+                    # its counterpart is (reading ahead is safe: inputs wait their turn).
+                    read(envelope)
+                    envelope = next(recorded, None)
+                    order.exhausted = envelope is None
+                    order.release()
+                    continue
+                if not order.inputs:
+                    break
                 await order.idle(clock, settle_timeout)
-                clock.set(envelope.at)
-                order.feeding = envelope.event
-                await runtime.publish(envelope.event, source=envelope.source)
-                order.fed()
+                if order.wanting and envelope is not None:
+                    continue
+                await feed()
+                order.release()
             await runtime.settle(settle_timeout)
         finally:
             runtime.bus.gate = None
             remove()
-            remove_published()
-    actual = _group(published, fed, sources, lambda seq: order.to_recorded.get(seq, 0))
-    # A crash that tore the log may have cut the last input's consequences short; a crash
-    # the run went on from, those of every input since the one before.
-    cut_short = {inputs[-1].seq} if log.torn_line and inputs else set()
-    since = 0
-    for crash in sorted(log.crashes):
-        cut_short |= {e.seq for e in inputs if since < e.seq <= crash}
-        since = crash
+
+    crashes = sorted(log.crashes)
+
+    def tolerated(root: int) -> bool:
+        # A crash that tore the log may have cut the last input's consequences short; a
+        # crash the run went on from, those of every input since the one before.
+        if log.torn_line and root == last_input:
+            return True
+        since = 0
+        for crash in crashes:
+            if since < root <= crash:
+                return True
+            since = crash
+        return False
+
     return ReplayResult(
-        inputs=len(inputs),
-        derived=sum(len(v) for v in expected.values()),
-        divergence=_first_divergence(expected, actual, cut_short),
+        inputs=inputs,
+        derived=comparison.compared,
+        divergence=comparison.result(tolerated),
         envelopes=tuple(published),
-    )
-
-
-def _group(
-    envelopes: Sequence[Envelope[Any]],
-    fed: Fed,
-    sources: set[str],
-    recorded_seq: Callable[[int], int],
-) -> dict[Key, list[Envelope[Any]]]:
-    by_seq = {e.seq: e for e in envelopes}
-    roots: dict[int, int] = {}
-
-    def root(envelope: Envelope[Any]) -> int:
-        chain: list[int] = []
-        current: Envelope[Any] | None = envelope
-        found = 0
-        while current is not None:
-            if current.seq in roots:
-                found = roots[current.seq]
-                break
-            chain.append(current.seq)
-            if fed(current):
-                found = recorded_seq(current.seq)
-                break
-            current = by_seq.get(current.causation) if current.causation is not None else None
-        for seq in chain:
-            roots[seq] = found
-        return found
-
-    groups: dict[Key, list[Envelope[Any]]] = defaultdict(list)
-    for envelope in envelopes:
-        if fed(envelope):
-            continue
-        groups[(root(envelope), envelope.source)].append(envelope)
-    return groups
-
-
-def _first_divergence(
-    expected: dict[Key, list[Envelope[Any]]],
-    actual: dict[Key, list[Envelope[Any]]],
-    cut_short: set[int],
-) -> Divergence | None:
-    found: list[Divergence] = []
-    for key in expected.keys() | actual.keys():
-        want, got = expected.get(key, []), actual.get(key, [])
-        length = max(len(want), len(got)) if key[0] not in cut_short else len(want)
-        for index in range(length):
-            w = want[index] if index < len(want) else None
-            g = got[index] if index < len(got) else None
-            if w is not None and g is not None and w.event == g.event:
-                continue
-            seq = w.seq if w is not None else key[0]
-            found.append(Divergence(seq=seq, expected=w, actual=g))
-            break
-    # Earliest recorded position first; among extras from one input, the earliest published.
-    return (
-        min(found, key=lambda d: (d.seq, d.actual.seq if d.actual else float("inf")))
-        if found
-        else None
     )
 
 

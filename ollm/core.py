@@ -5,13 +5,14 @@ boundary actors around them (`ollm.live`)."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from actors import FORMAT_VERSION as LOG_FORMAT
 from actors import (
     ChildSpec,
+    Envelope,
     FakeClock,
     LogContents,
     LogHeader,
@@ -31,8 +32,8 @@ from .context.memory_guard import GuardPolicy, MemoryGuardActor
 from .context.session import SessionActor, SessionPolicy
 from .context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from .context.token_counter import TokenCounterActor
-from .conversation import Resumed, resumed
-from .events import is_input
+from .conversation import Conversation, Resumed
+from .events import ModelSelected, is_input
 from .providers.scripted import ScriptedProviderActor
 from .storage.store import SnapshotStore
 
@@ -119,18 +120,38 @@ async def record_scripted(
             writer.close()
 
 
-async def replay_log(log: LogContents) -> ReplayResult:
-    """Replay a recorded session through the core actors built from its own header."""
-    return await replay(log, core_specs(settings_from_header(log.header)), is_input=is_input)
+async def replay_log(
+    log: LogContents,
+    *,
+    envelopes: Iterable[Envelope[Any]] | None = None,
+    keep: bool = True,
+    observe: Callable[[Envelope[Any]], None] | None = None,
+) -> ReplayResult:
+    """Replay a recorded session through the core actors built from its own header
+    (`envelopes` streams the recording instead of `log.envelopes`)."""
+    specs = core_specs(settings_from_header(log.header))
+    return await replay(
+        log, specs, is_input=is_input, envelopes=envelopes, keep=keep, observe=observe
+    )
 
 
-async def rebuild(log: LogContents) -> Resumed:
+async def rebuild(log: LogContents, envelopes: Iterable[Envelope[Any]] | None = None) -> Resumed:
     """The conversation a session's recorded inputs lead to: its inputs re-run through the
     core actors (as replay does), so no derived event needs to have been written; what a
-    crash cut short is completed."""
-    result = await replay_log(log)
-    last_seq = log.envelopes[-1].seq if log.envelopes else 0
-    rebuilt = resumed(
-        LogContents(path=log.path, header=log.header, envelopes=list(result.envelopes))
-    )
-    return Resumed(state=rebuilt.state, model=rebuilt.model, last_seq=last_seq)
+    crash cut short is completed. Streams: nothing but the conversation is kept."""
+    conversation = Conversation()
+    model: list[ModelSelected] = []
+    last = [0]
+
+    def fold(envelope: Envelope[Any]) -> None:
+        conversation.apply(envelope.event)
+        if isinstance(envelope.event, ModelSelected):
+            model[:] = [envelope.event]
+
+    def recorded() -> Iterator[Envelope[Any]]:
+        for envelope in envelopes if envelopes is not None else log.envelopes:
+            last[0] = envelope.seq
+            yield envelope
+
+    await replay_log(log, envelopes=recorded(), keep=False, observe=fold)
+    return Resumed(state=conversation.state(), model=model[0] if model else None, last_seq=last[0])

@@ -124,19 +124,25 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def _replay(wanted: str, check: bool, events: bool) -> int:
-    from ..core import replay_log
-    from ..live import RecordsError, session_log
+    from ..live import RecordsError, check_session, session_log
     from .digest import digest
     from .timeline import timeline
 
-    try:
-        log = session_log(data_home(), wanted)
-    except RecordsError as exc:
-        return _fail(str(exc))
+    home = data_home()
     if not check:
+        try:
+            log = session_log(home, wanted)
+        except RecordsError as exc:
+            return _fail(str(exc))
         for line in timeline(log) if events else digest(log):
             print(line)
         return 0
+    try:
+        log, result = anyio.run(check_session, home, wanted, backend="asyncio")
+    except RecordsError as exc:
+        return _fail(str(exc))
+    except ValueError as exc:
+        return _fail(f"{wanted}: {exc}")
     if log.torn_line:
         print(
             f"note: line {log.torn_line} of {wanted} was torn by a crash; "
@@ -147,10 +153,6 @@ def _replay(wanted: str, check: bool, events: bool) -> int:
             f"note: {wanted} was cut short by {len(log.crashes)} crash(es) and went on; "
             "what they cut short is not counted as a divergence"
         )
-    try:
-        result = anyio.run(replay_log, log, backend="asyncio")
-    except ValueError as exc:
-        return _fail(f"{wanted}: {exc}")
     if result.divergence is not None:
         return _fail(result.divergence.describe())
     print(

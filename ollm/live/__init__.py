@@ -21,6 +21,7 @@ from ._live_session import history_file as history_file
 from ._preview import NextRequest as NextRequest
 from ._records import RecordsError as RecordsError
 from ._records import SessionRow as SessionRow
+from ._records import check_session as check_session
 from ._records import export_session as export_session
 from ._records import recorded_sessions as recorded_sessions
 from ._records import session_log as session_log
@@ -49,6 +50,7 @@ __all__ = (
     "Start",
     "StartError",
     "Status",
+    "check_session",
     "export_session",
     "gather_fit",
     "history_file",

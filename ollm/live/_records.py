@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors import LogContents, LogError, read_log
+from actors import LogContents, LogError, ReplayResult, read_log
 
+from ..core import replay_log
 from ..events import AnyEvent
 from ..storage.journal import (
     DATABASE,
@@ -21,9 +22,10 @@ from ..storage.journal import (
     find,
     read_session,
     session_rows,
+    stream_session,
 )
 
-__all__ = ("SessionRow", "export_session", "recorded_sessions", "session_log")
+__all__ = ("SessionRow", "check_session", "export_session", "recorded_sessions", "session_log")
 
 
 class RecordsError(Exception):
@@ -56,7 +58,7 @@ def session_log(home: Path, wanted: str) -> LogContents:
         RecordsError: no such file or session, or it cannot be read.
     """
     path = Path(wanted)
-    if path.is_file() or "/" in wanted or wanted.endswith(".jsonl"):
+    if _is_file(wanted):
         try:
             return read_log(path, AnyEvent)
         except LogError as exc:
@@ -75,6 +77,34 @@ def session_log(home: Path, wanted: str) -> LogContents:
         raise RecordsError(str(exc)) from exc
     finally:
         connection.close()
+
+
+async def check_session(home: Path, wanted: str) -> tuple[LogContents, ReplayResult]:
+    """Replay the session `wanted` names (a file, or a session streamed from the journal)
+    and compare its decisions; returns the log's header and crash points with the result.
+
+    Raises:
+        RecordsError: no such file or session, or it cannot be read.
+        ValueError: its header holds settings this version cannot use.
+    """
+    if _is_file(wanted) or not (home / DATABASE).exists():
+        log = session_log(home, wanted)
+        return log, await replay_log(log, keep=False)
+    try:
+        connection = connect(home, readonly=True)
+    except JournalError as exc:
+        raise RecordsError(str(exc)) from exc
+    try:
+        meta, rows = stream_session(connection, home, find(connection, wanted), AnyEvent)
+        return meta, await replay_log(meta, envelopes=rows, keep=False)
+    except JournalError as exc:
+        raise RecordsError(str(exc)) from exc
+    finally:
+        connection.close()
+
+
+def _is_file(wanted: str) -> bool:
+    return Path(wanted).is_file() or "/" in wanted or wanted.endswith(".jsonl")
 
 
 def export_session(home: Path, wanted: str, path: Path) -> LogContents:

@@ -50,6 +50,7 @@ from ..storage.journal import (
     open_session,
     read_session,
     session_state,
+    stream_session,
 )
 from ..storage.session_files import new_session_id, private_dir, sessions_root
 from ..storage.store import SnapshotStore, SnapshotView
@@ -158,14 +159,15 @@ async def _resume(journal: Connection, home: Path, wanted: str, system: str) -> 
     if index.closed and index.checkpoint is not None:
         kept = index.checkpoint
         return _Resumed(session_id, kept.state, index.last_seq, kept.model or None)
-    log = read_session(journal, home, session_id, AnyEvent)
     if index.closed:
+        log = read_session(journal, home, session_id, AnyEvent)
         restored = resumed(log)
     else:
-        restored = await rebuild(log)
+        meta, rows = stream_session(journal, home, session_id, AnyEvent)
+        restored = await rebuild(meta, rows)
         note_crash(journal, home, session_id)
     model = restored.model.model if restored.model is not None else None
-    state = restored.state if log.envelopes else ConversationState(system_prompt=system)
+    state = restored.state if restored.last_seq else ConversationState(system_prompt=system)
     return _Resumed(session_id, state, index.last_seq, model)
 
 

@@ -535,6 +535,31 @@ def envelopes(
         )
 
 
+def stream_session(
+    connection: sqlite3.Connection, home: Path, session_id: str, event_type: Any
+) -> tuple[LogContents, Iterator[Envelope[Any]]]:
+    """A session's header and crash points (a log without envelopes), and its envelopes as
+    they are read: nothing but the current row is held.
+
+    Raises:
+        JournalError: no such session, or the journal cannot be read (also while iterating).
+    """
+    try:
+        state = session_state(connection, session_id)
+    except sqlite3.Error as exc:
+        raise explain(exc, home / DATABASE) from exc
+    crashes = state.crashes if state.closed else (*state.crashes, state.last_seq)
+    meta = LogContents(path=Path(session_id), header=state.header, crashes=crashes)
+
+    def rows() -> Iterator[Envelope[Any]]:
+        try:
+            yield from envelopes(connection, session_id, event_type)
+        except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise explain(exc, home / DATABASE) from exc
+
+    return meta, rows()
+
+
 def read_session(
     connection: sqlite3.Connection, home: Path, session_id: str, event_type: Any
 ) -> LogContents:
@@ -543,13 +568,10 @@ def read_session(
     Raises:
         JournalError: no such session, or the journal cannot be read.
     """
-    try:
-        state = session_state(connection, session_id)
-        found = list(envelopes(connection, session_id, event_type))
-    except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise explain(exc, home / DATABASE) from exc
-    crashes = state.crashes if state.closed else (*state.crashes, state.last_seq)
-    return LogContents(path=home / DATABASE, header=state.header, envelopes=found, crashes=crashes)
+    meta, rows = stream_session(connection, home, session_id, event_type)
+    found = list(rows)
+    crashes = meta.crashes
+    return LogContents(path=meta.path, header=meta.header, envelopes=found, crashes=crashes)
 
 
 def export_jsonl(contents: LogContents, path: Path) -> None:
