@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,22 @@ Key = tuple[int, str]
 """(recorded seq of the input an envelope descends from, or 0; the publishing source)."""
 
 
+class _Roots:
+    """seq → the recorded seq of the fed input it descends from (0: none), for every seq of
+    a run: one machine word each, not a dictionary entry."""
+
+    def __init__(self) -> None:
+        self._roots = array("q")
+
+    def __setitem__(self, seq: int, root: int) -> None:
+        if seq >= len(self._roots):
+            self._roots.extend([0] * (seq + 1 - len(self._roots)))
+        self._roots[seq] = root
+
+    def get(self, seq: int | None) -> int:
+        return self._roots[seq] if seq is not None and 0 <= seq < len(self._roots) else 0
+
+
 class _Comparison:
     """Compares derived events per key as both sides produce them, keeping only what is
     not matched yet: memory follows the skew between recording and replay, not the log."""
@@ -82,6 +99,8 @@ class _Comparison:
             queue.append(envelope)
             return
         other = queue.popleft()
+        if not queue:
+            del self.waiting[key], self.side[key]
         want, got = (envelope, other) if recorded else (other, envelope)
         if want.event != got.event:
             self.found[key] = Divergence(seq=want.seq, expected=want, actual=got)
@@ -125,7 +144,7 @@ class _Order:
         self.exhausted = False
         self.wanting = 0
         """Held publications whose counterpart has not been read yet."""
-        self.roots: dict[int, int] = {}
+        self.roots = _Roots()
         """Replay seq → recorded seq of the fed input it descends from (0: none)."""
         self.feeding: tuple[object, int] | None = None
         self.waiting: dict[str, int] = defaultdict(int)
@@ -139,16 +158,16 @@ class _Order:
             self.roots[envelope.seq] = feeding[1]
         else:
             cause = envelope.causation
-            self.roots[envelope.seq] = self.roots.get(cause, 0) if cause is not None else 0
+            self.roots[envelope.seq] = self.roots.get(cause)
 
     async def gate(self, event: object, source: str, causation: int | None) -> None:
         if source not in self.sources or self.is_input(event) or isinstance(event, RuntimeEvent):
             return
-        key = (self.roots.get(causation, 0) if causation is not None else 0, source)
+        key = (self.roots.get(causation), source)
         # A publication outside any handling holds no work of its own.
         holder = _holder.get()
         counted = holder if holder is not None and self.activity.holds(holder) else None
-        while not self.targets[key]:
+        while not self.targets.get(key):
             if self.exhausted:
                 return  # an extra event: the comparison reports it
             self.wanting += 1
@@ -157,6 +176,8 @@ class _Order:
             finally:
                 self.wanting -= 1
         target = self.targets[key].popleft()
+        if not self.targets[key]:
+            del self.targets[key]
         while self.inputs and self.inputs[0].seq < target:
             await self._hold(counted)
 
@@ -238,7 +259,7 @@ async def replay(
     clock = FakeClock(first.at if first is not None else log.header.created_at)
     published: list[Envelope[Any]] = []
     comparison = _Comparison()
-    recorded_roots: dict[int, int] = {}
+    recorded_roots = _Roots()
     inputs = 0
     last_input = 0
     async with open_runtime(
@@ -253,7 +274,7 @@ async def replay(
             if observe is not None:
                 observe(envelope)
             if not fed(envelope) and envelope.source in sources:
-                comparison.add((order.roots[envelope.seq], envelope.source), envelope, False)
+                comparison.add((order.roots.get(envelope.seq), envelope.source), envelope, False)
 
         def read(envelope: Envelope[Any]) -> None:
             nonlocal last_input
@@ -263,7 +284,7 @@ async def replay(
                 last_input = envelope.seq
                 return
             cause = envelope.causation
-            root = recorded_roots.get(cause, 0) if cause is not None else 0
+            root = recorded_roots.get(cause)
             recorded_roots[envelope.seq] = root
             if envelope.source in sources:
                 key = (root, envelope.source)
@@ -288,10 +309,13 @@ async def replay(
                 if envelope is not None and (not order.inputs or order.wanting):
                     # Read on: nothing is ready to feed, or a held event must learn where
                     # its counterpart is (reading ahead is safe: inputs wait their turn).
+                    wanted = order.wanting
                     read(envelope)
                     envelope = next(recorded, None)
                     order.exhausted = envelope is None
                     order.release()
+                    if wanted:  # let the held events look at what was read
+                        await order.idle(clock, settle_timeout)
                     continue
                 if not order.inputs:
                     break

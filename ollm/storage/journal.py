@@ -48,6 +48,8 @@ SHARED_PREFIX = 2
 TEXT_KEY, PREFIX_KEY, REST_KEY = "$t", "$p", "$r"
 CHUNK = "reply.chunk"
 REPLY_ENDS = ("reply.completed", "reply.failed", "reply.cancelled")
+TEXT_CACHE = 4096
+"""Texts kept decoded while a session is read."""
 SAID = {"user", "assistant"}
 
 SCHEMA = """
@@ -516,6 +518,9 @@ def envelopes(
         needed: set[int] = set()
         _texts_in(plain, needed)
         missing = sorted(needed - texts.keys())
+        if missing and len(texts) > TEXT_CACHE:
+            texts.clear()  # re-read on a miss: memory stays bounded over a long session
+            missing = sorted(needed)
         if missing:
             marks = ",".join("?" * len(missing))
             texts.update(
