@@ -228,7 +228,7 @@ def _kind(event: Any) -> str:
 # --- the database ---------------------------------------------------------------------------
 
 
-def connect(home: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(home: Path, *, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:
     """A connection to the journal (created private to the user unless `readonly`).
 
     Raises:
@@ -240,11 +240,11 @@ def connect(home: Path, *, readonly: bool = False) -> sqlite3.Connection:
         if readonly:
             if not path.exists():
                 raise JournalError(f"there are no sessions yet in {home}; `ollm` starts one")
-            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
         else:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             os.close(fd)
-            connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+            connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(SCHEMA)

@@ -18,7 +18,9 @@ from actors import (
     Actor,
     ChildSpec,
     Context,
+    Envelope,
     FakeClock,
+    LogHeader,
     Recorder,
     SeededIds,
     open_runtime,
@@ -382,6 +384,43 @@ async def test_a_full_disk_stops_the_session_in_one_sentence_and_it_resumes_afte
             assert (await live.send("after space came back")).answered
         sent = [m["content"] for m in server.chats()[-1]["messages"]]
         assert "before the disk fills" in sent and sent[-1] == "after space came back"
+
+
+def header() -> LogHeader:
+    return make_header(Settings(), id_seed="t", created_at=1.7e9)
+
+
+def envelope(seq: int, text: str) -> Envelope[UserSubmitted]:
+    return Envelope(seq=seq, at=1.7e9, source="cli", causation=None, event=UserSubmitted(text=text))
+
+
+def test_a_journal_locked_by_another_program_is_one_sentence_and_loses_nothing():
+    writer = open_session(connect(home()), home(), "s1", header())
+    writer.append([envelope(1, "kept")])
+    other = sqlite3.connect(home() / DATABASE)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        blocked = open_session(connect(home(), timeout=0.05), home(), "s1", None)
+        with pytest.raises(JournalError, match="another program holds it locked; try again"):
+            blocked.append([envelope(2, "while locked")])
+    finally:
+        other.rollback()
+        other.close()
+    writer.append([envelope(3, "after")])
+    said = [e.event.text for e in read_session(connect(home()), home(), "s1", AnyEvent).envelopes]
+    assert said == ["kept", "after"], "nothing half-written, the session goes on"
+
+
+def test_a_read_only_journal_is_one_sentence_and_what_was_written_stays():
+    writer = open_session(connect(home()), home(), "s1", header())
+    writer.append([envelope(1, "kept")])
+    readonly = connect(home(), readonly=True)
+    stuck = SessionWriter(readonly, home(), "s1")
+    with pytest.raises(JournalError, match=r"cannot be written \(read-only, or not yours\)"):
+        stuck.append([envelope(2, "lost to the disk")])
+    stuck.append([envelope(3, "dropped too: the run is stopping")])
+    said = [e.event.text for e in read_session(readonly, home(), "s1", AnyEvent).envelopes]
+    assert said == ["kept"]
 
 
 # --- finding sessions -----------------------------------------------------------------------
