@@ -133,17 +133,28 @@ def script() -> list[object]:
     return steps
 
 
-async def talk(data: Path, kill_at: int, fd: int) -> None:
+async def talk(data: Path, kill_at: int, fd: int, inside_writes: bool = False) -> None:
+    """The scripted session, killed at the `kill_at`-th envelope published, or (with
+    `inside_writes`) at the start of the journal's `kill_at`-th SQL statement: in the
+    middle of a batch's transaction."""
     settings = Settings()
     journal = connect(data)
     header = make_header(settings, id_seed="kill", created_at=1.7e9)
     writer = open_session(journal, data, "s1", header)
     published = [0]
+    statements = [0]
 
     def killer(envelope: object) -> None:
         published[0] += 1
-        if published[0] == kill_at:
+        if published[0] == kill_at and not inside_writes:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def statement(sql: str) -> None:
+        statements[0] += 1
+        if statements[0] == kill_at and inside_writes:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    journal.set_trace_callback(statement)
 
     store = SnapshotStore(data / "sessions" / "s1" / "snapshots")
     specs = [
@@ -168,16 +179,17 @@ async def talk(data: Path, kill_at: int, fd: int) -> None:
             await runtime.publish(step, source="cli")
             await runtime.settle()
     writer.close()
-    os.write(fd, msgspec.json.encode(["published", str(published[0])]) + b"\n")
+    counts = [str(published[0]), str(statements[0])]
+    os.write(fd, msgspec.json.encode(["published", *counts]) + b"\n")
 
 
-def run_child(data: Path, kill_at: int) -> list[list[str]]:
+def run_child(data: Path, kill_at: int, inside_writes: bool = False) -> list[list[str]]:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         try:
-            anyio.run(talk, data, kill_at, write_end, backend="asyncio")
+            anyio.run(talk, data, kill_at, write_end, inside_writes, backend="asyncio")
         finally:
             os._exit(0)
     os.close(write_end)
@@ -223,23 +235,29 @@ async def resume_request(
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_session_killed_at_200_random_points_loses_nothing_that_was_shown(tmp_path):
     full = run_child(tmp_path / "full", kill_at=10**9)
-    total = int(full[-1][1])
+    total, statements = int(full[-1][1]), int(full[-1][2])
     assert total > 500, "the scripted session covers chat, snapshot, clear and compression"
     rng = random.Random(2026)
     unreadable = diverged = 0
     for round_ in range(200):
         data = tmp_path / f"k{round_}"
-        shown = run_child(data, kill_at=rng.randint(1, total))
+        # Half the kills land between events, half inside the journal's transactions.
+        inside = round_ % 2 == 1
+        kill_at = rng.randint(1, statements if inside else total)
+        shown = run_child(data, kill_at, inside)
         if not (data / DATABASE).exists():
             continue  # killed before the journal was made: nothing was shown either
         assert shown == [] or shown[-1][0] != "published", "it was killed"
         try:
             journal = connect(data, readonly=True)
             log = read_session(journal, data, "s1", AnyEvent)
+            index = session_state(journal, "s1")
             journal.close()
         except JournalError:
             unreadable += 1
             continue
+        last = log.envelopes[-1].seq if log.envelopes else 0
+        assert index.last_seq == last, "the index and the events are written together"
         result = anyio.run(replay_log, log, backend="asyncio")
         if result.divergence is not None:
             diverged += 1
