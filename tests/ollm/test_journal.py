@@ -39,6 +39,8 @@ from ollm.events import (
     MessageAdded,
     ModelSelected,
     SessionOpened,
+    SnapshotCreated,
+    SnapshotFailed,
     SnapshotRequested,
     UserSubmitted,
 )
@@ -474,3 +476,21 @@ def test_the_journal_is_private():
         path = home() / name
         if path.exists():
             assert oct(path.stat().st_mode & 0o777) == "0o600", name
+
+
+@pytest.mark.anyio
+async def test_snapshots_asked_for_at_once_all_succeed_and_exactly_max_count_stay():
+    async with open_ollama_server() as server, open_live(server) as live:
+        await live.say("something worth keeping")
+        for _ in range(40):
+            await live.h.publish(SnapshotRequested(reason="manual"))
+        await live.h.settle()
+        created = live.h.events(SnapshotCreated)
+        failed = live.h.events(SnapshotFailed)
+        listing = await live.session.snapshots()
+        folder = home() / "sessions" / live.session.session_id / "snapshots"
+    assert len(created) == 40 and failed == []
+    assert len(listing.snapshots) == Settings().context.snapshots.max_count == 5
+    assert len(list(folder.glob("*.snap"))) == 5, "on disk too"
+    assert {m.id for m in listing.snapshots} <= {c.snapshot_id for c in created}
+    assert listing.problems == []
