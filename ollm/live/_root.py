@@ -232,24 +232,11 @@ async def open_live_session(
                 writer = open_session(journal, home, session_id, header)
             except JournalError as exc:
                 raise StartError(str(exc), "record") from exc
-            async with _running(
-                settings,
-                start,
-                session_id,
-                journal,
-                home,
-                writer,
-                client,
-                profiles,
-                selected,
-                state=state,
-                last_seq=last_seq,
-                seed=seed,
-                clock=clock,
-                memory=memory,
-                extra=extra,
-                taps=taps,
-            ) as live:
+            record = _Record(
+                home, session_id, writer, state, last_seq, seed, start.resume is not None
+            )
+            wiring = _Wiring(clock, memory or ProbeChain(), extra, taps)
+            async with _running(settings, record, wiring, client, profiles, selected) as live:
                 yield live
     finally:
         if lock is not None:
@@ -257,26 +244,41 @@ async def open_live_session(
         journal.close()
 
 
+@dataclass(frozen=True)
+class _Record:
+    """The session's place in the journal, and what it goes on from."""
+
+    home: Path
+    session_id: str
+    writer: SessionWriter
+    state: ConversationState
+    last_seq: int
+    seed: str
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class _Wiring:
+    """How the caller runs the session: its clock, memory source, extra actors and taps."""
+
+    clock: Clock
+    memory: MemorySource
+    extra: Sequence[ChildSpec]
+    taps: Sequence[Tap]
+
+
 @asynccontextmanager
 async def _running(
     settings: Settings,
-    start: Start,
-    session_id: str,
-    journal: Connection,
-    home: Path,
-    writer: SessionWriter,
+    record: _Record,
+    wiring: _Wiring,
     client: OllamaClient,
     profiles: Profiles,
     selected: ModelSelected,
-    *,
-    state: ConversationState,
-    last_seq: int,
-    seed: str,
-    clock: Clock,
-    memory: MemorySource | None,
-    extra: Sequence[ChildSpec],
-    taps: Sequence[Tap],
 ) -> AsyncIterator[LiveSession]:
+    """Every actor on one recorded runtime; the session is closed cleanly (its checkpoint
+    kept) when the caller is done with it."""
+    home, session_id, writer = record.home, record.session_id, record.writer
     status = Status(
         compress_at=settings.context.compression.threshold,
         compression_enabled=settings.context.compression.enabled,
@@ -290,22 +292,22 @@ async def _running(
     view = SnapshotView(store)
     status.snapshot_ids = [m.id for m in reversed((await view.listing()).snapshots)]
     specs = live_specs(
-        settings, client=client, store=store, memory=memory or ProbeChain(), extra=extra
+        settings, client=client, store=store, memory=wiring.memory, extra=wiring.extra
     )
     recorder = Recorder(writer)
     try:
         async with open_runtime(
             specs,
-            clock=clock,
-            ids=SeededIds(seed),
+            clock=wiring.clock,
+            ids=SeededIds(record.seed),
             recorder=recorder,
-            last_seq=last_seq,
-            taps=(*taps, status.apply, requests.tap),
+            last_seq=record.last_seq,
+            taps=(*wiring.taps, status.apply, requests.tap),
         ) as runtime:
-            await runtime.publish(
-                SessionOpened(session_id=session_id, state=state, resumed=start.resume is not None),
-                source="cli",
+            opened = SessionOpened(
+                session_id=session_id, state=record.state, resumed=record.resumed
             )
+            await runtime.publish(opened, source="cli")
             await runtime.publish(selected, source="cli")
             yield LiveSession(
                 runtime=runtime,
