@@ -44,6 +44,7 @@ from ..storage.journal import (
     SessionLock,
     SessionWriter,
     connect,
+    create_session,
     explain,
     find,
     note_crash,
@@ -218,17 +219,14 @@ async def open_live_session(
             except SelectionError as exc:
                 raise StartError(str(exc), exc.kind) from exc
             seed = new_seed()
-            header = None
-            if not session_id:
-                session_id = new_session_id(clock.now())
-                header = make_header(settings, id_seed=seed, created_at=clock.now())
-                lock = SessionLock(home, session_id)
-                try:
-                    lock.acquire()
-                except JournalError as exc:
-                    raise StartError(str(exc), "record") from exc
             try:
-                writer = open_session(journal, home, session_id, header)
+                if not session_id:
+                    header = make_header(settings, id_seed=seed, created_at=clock.now())
+                    now = clock.now()
+                    session_id = create_session(journal, home, header, lambda: new_session_id(now))
+                    lock = SessionLock(home, session_id)
+                    lock.acquire()
+                writer = open_session(journal, home, session_id, None)
             except JournalError as exc:
                 raise StartError(str(exc), "record") from exc
             record = _Record(

@@ -27,7 +27,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -389,13 +389,37 @@ def _first_words(text: str | None) -> str | None:
     return words if len(words) <= 60 else words[:59] + "…"
 
 
+def create_session(
+    connection: sqlite3.Connection, home: Path, header: LogHeader, new_id: Callable[[], str]
+) -> str:
+    """Add a new session (with its `header`) under a fresh id from `new_id`; an id taken
+    already (two sessions started in the same second) is drawn again.
+
+    Raises:
+        JournalError: the journal cannot be written.
+    """
+    for _ in range(20):
+        session_id = new_id()
+        try:
+            connection.execute(
+                "INSERT INTO sessions (id, header, created_at) VALUES (?, ?, ?)",
+                (session_id, msgspec.json.encode(header), header.created_at),
+            )
+        except sqlite3.IntegrityError:
+            continue
+        except sqlite3.Error as exc:
+            raise explain(exc, home / DATABASE) from exc
+        return session_id
+    raise JournalError("no free session id could be drawn; try again")
+
+
 def open_session(
     connection: sqlite3.Connection, home: Path, session_id: str, header: LogHeader | None
 ) -> SessionWriter:
     """A writer for `session_id`: a new session (with its `header`), or one that goes on.
 
     Raises:
-        JournalError: the journal cannot be written.
+        JournalError: the journal cannot be written, or the id is taken.
     """
     try:
         if header is not None:
@@ -403,9 +427,9 @@ def open_session(
                 "INSERT INTO sessions (id, header, created_at) VALUES (?, ?, ?)",
                 (session_id, msgspec.json.encode(header), header.created_at),
             )
+        return SessionWriter(connection, home, session_id)
     except sqlite3.Error as exc:
         raise explain(exc, home / DATABASE) from exc
-    return SessionWriter(connection, home, session_id)
 
 
 def session_rows(connection: sqlite3.Connection, search: str = "") -> list[SessionRow]:

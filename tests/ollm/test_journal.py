@@ -494,3 +494,13 @@ async def test_snapshots_asked_for_at_once_all_succeed_and_exactly_max_count_sta
     assert len(list(folder.glob("*.snap"))) == 5, "on disk too"
     assert {m.id for m in listing.snapshots} <= {c.snapshot_id for c in created}
     assert listing.problems == []
+
+
+def test_two_sessions_started_in_the_same_second_get_different_ids():
+    from ollm.storage.journal import create_session
+
+    journal = connect(home())
+    draws = iter(["20261201-120000-beef", "20261201-120000-beef", "20261201-120000-cafe"])
+    first = create_session(journal, home(), header(), draws.__next__)
+    second = create_session(journal, home(), header(), draws.__next__)
+    assert (first, second) == ("20261201-120000-beef", "20261201-120000-cafe")
