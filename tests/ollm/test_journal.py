@@ -30,7 +30,6 @@ from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ollm.core import core_specs, make_header, rebuild, replay_log
 from ollm.events import (
     AnyEvent,
-    ChatRequested,
     ClearRequested,
     CompressionCompleted,
     CompressRequested,
@@ -45,6 +44,7 @@ from ollm.events import (
     UserSubmitted,
 )
 from ollm.live import Start, open_live_session
+from ollm.providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
 from ollm.providers.scripted import ScriptedProviderActor
 from ollm.storage.journal import (
     DATABASE,
@@ -55,6 +55,7 @@ from ollm.storage.journal import (
     open_session,
     read_session,
     session_state,
+    stream_session,
 )
 from ollm.storage.store import SnapshotStore
 from tests.fakes.ollama_server import ollama_server_thread, open_ollama_server
@@ -201,37 +202,45 @@ def run_child(data: Path, kill_at: int, inside_writes: bool = False) -> list[lis
     return shown
 
 
-async def resume_request(
-    data: Path,
-) -> tuple[ConversationState, ChatRequested, set[str]]:
-    """Resume the killed session as `ollm --resume` does, and send one more message: the
-    state, the request, and the ids the session took out on the way (a limit reached)."""
+async def resume_request(data: Path) -> tuple[ConversationState, list[dict[str, str]], set[str]]:
+    """Resume the killed session as `ollm --resume` does and send one more message to the
+    Ollama test server: the state, the messages the server received, and the ids the
+    session took out on the way (a limit reached, a compression)."""
     journal = connect(data, readonly=True)
-    log = read_session(journal, data, "s1", AnyEvent)
+    meta, rows = stream_session(journal, data, "s1", AnyEvent)
+    state = (await rebuild(meta, rows)).state
     journal.close()
-    state = (await rebuild(log)).state
-    specs = [*core_specs(Settings()), ChildSpec(name="provider", factory=ScriptedProviderActor)]
-    sent: list[ChatRequested] = []
     removed: set[str] = set()
 
     def tap(envelope: object) -> None:
         event = getattr(envelope, "event", None)
-        if isinstance(event, ChatRequested) and event.purpose == "chat":
-            sent.append(event)
         if isinstance(event, ContextReduced):
             removed.update(event.removed_ids)
         if isinstance(event, CompressionCompleted):
             removed.update(event.covered_ids)
 
-    async with open_runtime(specs, clock=FakeClock(2e9), taps=(tap,)) as runtime:
-        await runtime.publish(
-            SessionOpened(session_id="s1", state=state, resumed=True), source="cli"
-        )
-        await runtime.publish(ModelSelected(model="m", size=4096, num_ctx=3482), source="cli")
-        await runtime.settle()
-        await runtime.publish(UserSubmitted(text="after the crash"), source="cli")
-        await runtime.settle()
-    return state, sent[-1], removed
+    async with open_ollama_server() as server, make_http_client(server.url, 10.0) as http:
+        client = OllamaClient(http, server.url, 10.0)
+        specs = [
+            *core_specs(Settings()),
+            ChildSpec(
+                name="provider", factory=lambda: OllamaProviderActor(client, keep_alive="5m")
+            ),
+        ]
+        async with open_runtime(specs, clock=FakeClock(2e9), taps=(tap,)) as runtime:
+            resumed = SessionOpened(session_id="s1", state=state, resumed=True)
+            await runtime.publish(resumed, source="cli")
+            chosen = ModelSelected(model="llama3.1:8b", size=4096, num_ctx=3482)
+            await runtime.publish(chosen, source="cli")
+            await runtime.settle()
+            await runtime.publish(UserSubmitted(text="after the crash"), source="cli")
+            await runtime.settle()
+        received = [
+            c["messages"]
+            for c in server.chats()
+            if c["messages"] and c["messages"][-1]["content"] == "after the crash"
+        ]
+    return state, received[-1], removed
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -272,12 +281,12 @@ def test_a_session_killed_at_200_random_points_loses_nothing_that_was_shown(tmp_
         assert {tuple(s) for s in shown} <= rebuilt, "every message shown is rebuilt"
         accepted = [e.event.text for e in log.envelopes if isinstance(e.event, UserSubmitted)]
         assert {("user", text) for text in accepted} <= rebuilt, "every message accepted"
-        state, request, removed = anyio.run(resume_request, data, backend="asyncio")
-        sent = [(m.role, m.content) for m in request.messages]
+        state, received, removed = anyio.run(resume_request, data, backend="asyncio")
+        sent = [(m["role"], m["content"]) for m in received]
         for message in state.messages:
             # In the next request, or taken out there by a limit (with a snapshot first).
             carried = (message.role, message.content) in sent or message.id in removed
-            assert carried, "the next request carries it"
+            assert carried, "the next request the server received carries it"
     assert unreadable == 0
     assert diverged == 0
 
