@@ -8,11 +8,24 @@ import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import ChildSpec, Envelope, LogError, LogHeader, LogWriter, Recorder, read_log
+from actors import (
+    Actor,
+    ChildSpec,
+    Context,
+    Envelope,
+    FakeClock,
+    LogError,
+    LogHeader,
+    LogWriter,
+    Recorder,
+    open_runtime,
+    read_log,
+)
 from actors.testing import open_harness
 
 from .events import Echo, Ping, Pong, TestEvent
@@ -171,3 +184,48 @@ def test_a_missing_log_is_one_sentence(tmp_path):
     assert (
         str(info.value) == f"{tmp_path / 'nope.jsonl'}: cannot be read (No such file or directory)"
     )
+
+
+class _Held(Recorder):
+    """A recorder whose writer task starts only when the test lets it."""
+
+    def __init__(self, writer: LogWriter, start: anyio.Event) -> None:
+        super().__init__(writer)
+        self.start = start
+
+    async def run(self) -> None:
+        await self.start.wait()
+        await super().run()
+
+
+class _Shown(Actor[Ping]):
+    accepts = (Ping,)
+
+    def __init__(self, seen: list[int]) -> None:
+        self.seen = seen
+
+    async def handle(self, event: Ping, ctx: Context) -> None:
+        self.seen.append(event.n)
+
+
+@pytest.mark.anyio
+async def test_a_recorded_only_actor_sees_nothing_before_the_recorder_wrote_it(tmp_path):
+    start = anyio.Event()
+    shown: list[int] = []
+    plain: list[int] = []
+    writer = LogWriter(tmp_path / "log.jsonl", HEADER)
+    recorder = _Held(writer, start)
+    specs = [
+        ChildSpec(name="shown", factory=lambda: _Shown(shown), recorded_only=True),
+        ChildSpec(name="plain", factory=lambda: _Shown(plain)),
+    ]
+    async with open_runtime(specs, clock=FakeClock(), recorder=recorder) as runtime:
+        await runtime.publish(Ping(n=1), source="test")
+        await anyio.wait_all_tasks_blocked()
+        assert plain == [1] and shown == [], "held until it is written"
+        start.set()
+        await runtime.settle()
+        assert shown == [1]
+        assert recorder.written >= 1
+    writer.close()
+    assert [e.event for e in read_log(tmp_path / "log.jsonl", TestEvent).envelopes] == [Ping(n=1)]
