@@ -14,29 +14,13 @@ from actors import LogContents
 from ollm.events import MessageAdded, MessageUnanswered
 from ollm.live import recorded_sessions, session_log
 from tests.fakes.ollama_server import FakeModel, ollama_server_thread
-
-ROOT = Path(__file__).parents[2]
+from tests.ollm.processes import ROOT, ollm
 
 
 @pytest.fixture
 def server():
     with ollama_server_thread() as running:
         yield running
-
-
-def ollm(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ollm", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def home() -> Path:

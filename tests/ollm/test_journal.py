@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -59,10 +58,10 @@ from ollm.storage.journal import (
 )
 from ollm.storage.store import SnapshotStore
 from tests.fakes.ollama_server import ollama_server_thread, open_ollama_server
+from tests.ollm.processes import ollm
 
 from .live import NoDevices, open_live
 
-ROOT = Path(__file__).parents[2]
 WORDS = "alpha beta gamma delta epsilon "
 
 
@@ -314,21 +313,6 @@ def test_a_clean_close_keeps_the_conversation_its_events_fold_to():
 
 
 # --- one writer, contained, bad disks -------------------------------------------------------
-
-
-def ollm(
-    *args: str, env: dict[str, str] | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ollm", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_a_second_writer_of_a_session_is_refused_naming_the_first():
