@@ -151,9 +151,10 @@ class _Resumed:
 async def _resume(journal: Connection, home: Path, session_id: str, system: str) -> _Resumed:
     """The conversation of the session, as its record leads to it.
 
-    A session whose last run ended cleanly is folded from its events; after a crash its
-    inputs are re-run (`core.rebuild`), so what the crash cut short is completed, and the
-    crash is noted so that a replay tells it apart from a divergence.
+    A session whose last run ended cleanly goes on from the checkpoint kept at its close
+    (reading no history); after a crash its inputs are re-run (`core.rebuild`), so what the
+    crash cut short is completed, and the crash is noted so that a replay tells it apart
+    from a divergence.
     """
     index = session_state(journal, session_id)
     if index.closed and index.checkpoint is not None:
