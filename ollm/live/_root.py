@@ -53,7 +53,7 @@ from ..storage.journal import (
     session_state,
     stream_session,
 )
-from ..storage.session_files import new_session_id, private_dir, sessions_root
+from ..storage.session_files import legacy_log, new_session_id, private_dir, sessions_root
 from ..storage.store import SnapshotStore, SnapshotView
 from ._live_session import LiveSession
 from ._requests import Requests
@@ -206,6 +206,12 @@ async def open_live_session(
                 lock.acquire()
                 found = await _resume(journal, home, session_id, settings.system_prompt)
             except JournalError as exc:
+                old = legacy_log(home, start.resume)
+                if old is not None and not session_id:
+                    raise StartError(
+                        f"{old.parent.name} was recorded by an earlier ollm as {old}; this "
+                        f"version cannot continue it, but `ollm replay {old}` shows it"
+                    ) from exc
                 raise StartError(str(exc)) from exc
             state, last_seq = found.state, found.last_seq
             model = model or found.model

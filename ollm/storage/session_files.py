@@ -32,3 +32,15 @@ def private_dir(path: Path, inside: Path | None = None) -> Path:
             parent.mkdir(mode=0o700)
     path.chmod(0o700)
     return path
+
+
+LEGACY_LOG = "events.jsonl"
+"""What ollm recorded a session as before the journal."""
+
+
+def legacy_log(home: Path, wanted: str) -> Path | None:
+    """The JSON-lines log an earlier ollm kept for the session `wanted` names, if any."""
+    if not wanted or "/" in wanted or wanted in (".", ".."):
+        return None
+    found = sorted(sessions_root(home).glob(f"{wanted}*/{LEGACY_LOG}"))
+    return found[0] if len(found) == 1 else None

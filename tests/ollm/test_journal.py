@@ -497,3 +497,20 @@ def test_two_sessions_started_in_the_same_second_get_different_ids():
     first = create_session(journal, home(), header(), draws.__next__)
     second = create_session(journal, home(), header(), draws.__next__)
     assert (first, second) == ("20261201-120000-beef", "20261201-120000-cafe")
+
+
+def test_a_session_recorded_by_an_earlier_ollm_is_named_with_how_to_read_it():
+    old = home() / "sessions" / "20260101-000000-abcd" / "events.jsonl"
+    old.parent.mkdir(parents=True)
+    from actors import LogWriter
+
+    writer = LogWriter(old, header())
+    writer.append([envelope(1, "from the old days")])
+    writer.close()
+    with ollama_server_thread() as server:
+        result = ollm("-p", "hi", "--host", server.url, "--resume", "20260101")
+    assert result.returncode == 2
+    assert "was recorded by an earlier ollm as" in result.stderr
+    assert f"`ollm replay {old}` shows it" in result.stderr
+    shown = ollm("replay", "--events", str(old))
+    assert shown.returncode == 0 and "from the old days" in shown.stdout
