@@ -78,6 +78,19 @@ step = st.one_of(
 )
 
 
+RESIZED = (ResizeDeclined, ModelLoaded, ModelLoadFailed)
+COMMANDS: dict[str, Callable[[object], tuple[object, tuple[type, ...]]]] = {
+    "size": lambda v: (ResizeRequested(reason="size", size=int(str(v))), RESIZED),
+    "auto": lambda v: (ResizeRequested(reason="auto", auto=True), RESIZED),
+    "snapshot": lambda v: (SnapshotRequested(reason="manual"), (SnapshotCreated, SnapshotFailed)),
+    "compress": lambda v: (
+        CompressRequested(reason="user"),
+        (CompressionCompleted, CompressionFailed),
+    ),
+    "clear": lambda v: (ClearRequested(), (ContextCleared, ClearFailed)),
+}
+
+
 def new_since(old: list[ReplyChunk]) -> Callable[[ReplyChunk], bool]:
     seen = {id(e) for e in old}
     return lambda e: id(e) not in seen
@@ -111,46 +124,20 @@ async def session(steps: list[tuple[str, int | float | str]]) -> str:
                 elif kind == "memory":
                     memory.free = int(float(value) * GiB)
                     await h.advance(30)
-                elif kind == "size":
-                    await door.request(
-                        ResizeRequested(reason="size", size=int(value)),
-                        until=(ResizeDeclined, ModelLoaded, ModelLoadFailed),
-                        timeout=wait,
-                    )
-                elif kind == "auto":
-                    await door.request(
-                        ResizeRequested(reason="auto", auto=True),
-                        until=(ResizeDeclined, ModelLoaded, ModelLoadFailed),
-                        timeout=wait,
-                    )
-                elif kind == "snapshot":
-                    await door.request(
-                        SnapshotRequested(reason="manual"),
-                        until=(SnapshotCreated, SnapshotFailed),
-                        timeout=wait,
-                    )
                 elif kind == "restore":
                     listing = await door.snapshots()
                     if listing.snapshots:
+                        restore = RestoreRequested(snapshot_id=listing.snapshots[0].id)
                         await door.request(
-                            RestoreRequested(snapshot_id=listing.snapshots[0].id),
-                            until=(SnapshotRestored, RestoreFailed),
-                            timeout=wait,
+                            restore, until=(SnapshotRestored, RestoreFailed), timeout=wait
                         )
-                elif kind == "compress":
-                    await door.request(
-                        CompressRequested(reason="user"),
-                        until=(CompressionCompleted, CompressionFailed),
-                        timeout=wait,
-                        caused=False,
-                    )
-                elif kind == "clear":
-                    await door.request(
-                        ClearRequested(), until=(ContextCleared, ClearFailed), timeout=wait
-                    )
                 elif kind == "model":
                     selected = await door.select_model(str(value))
                     await door.request(selected, until=(ModelLoaded, ModelLoadFailed), timeout=wait)
+                else:  # a /context command: its request, and the events that answer it
+                    event, until = COMMANDS[kind](value)
+                    # A compression already under way takes the request over.
+                    await door.request(event, until=until, timeout=wait, caused=kind != "compress")
                 # No settle here: background work (a summary) overlaps the next step.
             await h.settle()
             return door.session_id
