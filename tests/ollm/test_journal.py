@@ -104,6 +104,10 @@ async def test_a_turn_adds_what_is_new_not_the_whole_prompt(size):
     new_text = (marks[160][1] - marks[120][1]) / 40
     assert late <= 1.2 * early, f"flat: {late:.0f} bytes per turn late, {early:.0f} early"
     assert late <= 2 * new_text + 1536, f"{late:.0f} bytes per turn for {new_text:.0f} new"
+    db = sqlite3.connect(home() / DATABASE)
+    chunks = db.execute("SELECT count(*) FROM events WHERE kind = 'reply.chunk'").fetchone()[0]
+    db.close()
+    assert chunks == 0, "a completed reply keeps its text once, not its chunks too"
 
 
 # --- a kill at any instant ------------------------------------------------------------------
