@@ -28,7 +28,6 @@ from ._records import session_log as session_log
 from ._root import RecordError as RecordError
 from ._root import Start as Start
 from ._root import StartError as StartError
-from ._root import live_specs as live_specs
 from ._root import open_live_session as open_live_session
 from ._selection import SelectionError as SelectionError
 from ._selection import select_model as select_model
@@ -54,7 +53,6 @@ __all__ = (
     "export_session",
     "gather_fit",
     "history_file",
-    "live_specs",
     "open_live_session",
     "recorded_sessions",
     "select_model",

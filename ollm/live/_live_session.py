@@ -74,7 +74,6 @@ class LiveSession:
         *,
         runtime: Runtime,
         session_id: str,
-        log_path: Path,
         settings: Settings,
         selected: ModelSelected,
         status: Status,
@@ -86,7 +85,6 @@ class LiveSession:
     ) -> None:
         self.runtime = runtime
         self.session_id = session_id
-        self.log_path = log_path
         self.settings = settings
         self.selected = selected
         """The model and context chosen at the start."""

@@ -38,7 +38,6 @@ from ..gpu.records import MemorySource
 from ..profiles import ProfileError, Profiles, load_profiles
 from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
 from ..storage.journal import (
-    DATABASE,
     Checkpoint,
     JournalError,
     SessionLock,
@@ -316,7 +315,6 @@ async def _running(
             yield LiveSession(
                 runtime=runtime,
                 session_id=session_id,
-                log_path=home / DATABASE,
                 settings=settings,
                 selected=selected,
                 status=status,
