@@ -17,13 +17,14 @@ Run alone: `python -m tests.fakes.ollama_server [--port N]` (prints the URL).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import anyio.abc
@@ -75,6 +76,78 @@ def prompt_tokens(messages: list[dict[str, Any]], tools: list[Any] | None = None
     return BOS + tool_tokens + sum(message_tokens(m) for m in messages) + GENERATION_PROMPT
 
 
+Token = Hashable
+"""One token of a rendered prompt: a piece of text for the fake engine, an id for llama.cpp."""
+
+PromptPath = Literal["native", "go"]
+"""How current Ollama gets an over-long prompt to the model (`ollama-since-v0.30.md`):
+"native" — llama-server renders the GGUF's own template and refuses (HTTP 400);
+"go" — Ollama renders a Go template and cuts the prompt to about half the window."""
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What a runner really got: its context (after padding and caps) and its buffers."""
+
+    context_length: int
+    kv_bytes: int
+    compute_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of generated text and the tokens it took."""
+
+    text: str
+    tokens: int
+
+
+class Engine(Protocol):
+    """The model behind the API: what it renders, counts, allocates and generates.
+
+    `OllamaTestServer` is Ollama's side (routes, stage A, truncation, reloads, the record,
+    faults); an engine is the runner's side. Two exist: `FakeEngine` (below) and
+    `tests.engine.llama_engine.LlamaEngine` (a real model through llama.cpp)."""
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """Every installed model by name; each has `card() -> Card`."""
+        ...
+
+    def render(
+        self, model: Any, messages: list[dict[str, Any]], tools: list[Any] | None
+    ) -> list[Token]:
+        """The prompt the model sees for these messages, as tokens."""
+        ...
+
+    def count_text(self, model: Any, text: str) -> int: ...
+
+    def load(self, model: Any, num_ctx: int, options: dict[str, Any]) -> Allocation:
+        """Start a runner for `num_ctx` (a reload replaces the previous one)."""
+        ...
+
+    def generate(
+        self, model: Any, prompt: list[Token], messages: list[dict[str, Any]], limit: int
+    ) -> AsyncIterator[Piece]:
+        """The reply to `prompt`, at most `limit` tokens (-1: until the model stops)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Card:
+    """What `/api/tags` and `/api/show` say about a model."""
+
+    name: str
+    family: str
+    context_length: int
+    weights_bytes: int
+    capabilities: tuple[str, ...]
+    model_info: dict[str, Any]
+    parameter_size: str
+    add_bos: bool = True
+    template: str = "{{ .Prompt }}"
+
+
 @dataclass
 class FakeModel:
     name: str
@@ -103,29 +176,20 @@ class FakeModel:
             "tokenizer.ggml.tokens": [],
         }
 
+    def card(self) -> Card:
+        return Card(
+            name=self.name,
+            family=self.architecture,
+            context_length=self.context_length,
+            weights_bytes=self.weights_bytes,
+            capabilities=self.capabilities,
+            model_info=self.model_info(),
+            parameter_size="8.0B",
+        )
+
     def kv_bytes(self, num_ctx: int) -> int:
         cells = -(-num_ctx // 256) * 256
         return cells * self.layers * self.kv_heads * self.head_dim * 2 * 2
-
-
-@dataclass
-class Loaded:
-    model: FakeModel
-    options: dict[str, Any]
-
-    cap: int = 0
-
-    @property
-    def num_ctx(self) -> int:
-        asked = int(self.options.get("num_ctx") or DEFAULT_NUM_CTX)
-        return min(asked, self.cap) if self.cap else asked
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    body: dict[str, Any] | None
 
 
 def _default_reply(messages: list[dict[str, Any]]) -> str:
@@ -153,12 +217,70 @@ def _default_reply(messages: list[dict[str, Any]]) -> str:
 
 
 @dataclass
-class OllamaTestServer:
-    """State and behaviour; `open_ollama_server` puts it on a socket."""
+class FakeEngine:
+    """A deterministic stand-in for a model: the tokenizer and llama3-like template above,
+    and a reply that says how long the last user message was."""
 
-    models: dict[str, FakeModel] = field(
+    models: dict[str, FakeModel]
+
+    def render(
+        self, model: FakeModel, messages: list[dict[str, Any]], tools: list[Any] | None
+    ) -> list[Token]:
+        return ["·"] * prompt_tokens(messages, tools)
+
+    def count_text(self, model: FakeModel, text: str) -> int:
+        return count(text)
+
+    def load(self, model: FakeModel, num_ctx: int, options: dict[str, Any]) -> Allocation:
+        return Allocation(num_ctx, model.kv_bytes(num_ctx))
+
+    async def generate(
+        self, model: FakeModel, prompt: list[Token], messages: list[dict[str, Any]], limit: int
+    ) -> AsyncIterator[Piece]:
+        for piece in pieces_within(_default_reply(messages), count, limit):
+            yield piece
+
+
+def pieces_within(text: str, counter: Callable[[str], int], limit: int) -> Iterator[Piece]:
+    """`text` word by word, stopping before the piece that would pass `limit` tokens."""
+    used = 0
+    for word in re.findall(r"\S+\s*", text):
+        tokens = counter(word)
+        if 0 <= limit < used + tokens:
+            return
+        used += tokens
+        yield Piece(word, tokens)
+
+
+@dataclass
+class Loaded:
+    model: Any
+    options: dict[str, Any]
+    allocation: Allocation
+
+    @property
+    def num_ctx(self) -> int:
+        return self.allocation.context_length
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    prompt_tokens: int = 0
+    """For a chat: the tokens of the whole rendered prompt as sent (before any truncation)."""
+
+
+@dataclass
+class OllamaTestServer:
+    """Ollama's side of the API; `open_ollama_server` puts it on a socket, `engine` runs the
+    model (the fake one unless another is given)."""
+
+    models: dict[str, Any] = field(
         default_factory=lambda: {"llama3.1:8b": FakeModel("llama3.1:8b")}
     )
+    engine: Engine | None = None
     version: str = "0.33.0"
     requests: list[Recorded] = field(default_factory=list)
     faults: deque[Fault] = field(default_factory=deque)
@@ -171,13 +293,27 @@ class OllamaTestServer:
     cap_num_ctx: int = 0
     """Give every runner at most this context, whatever is asked (0: no cap), as a server
     with a lower limit would; `/api/ps` shows the real value."""
+    path: PromptPath = "native"
+    busy: anyio.Lock = field(default_factory=anyio.Lock)
+    """One request runs at a time (Ollama's default `OLLAMA_NUM_PARALLEL=1`); others wait."""
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            self.engine = FakeEngine(self.models)
+        else:
+            self.models = self.engine.models
+
+    @property
+    def runner(self) -> Engine:
+        assert self.engine is not None
+        return self.engine
 
     def fault(self, *faults: Fault) -> None:
         """The next chat requests (that carry messages) fail this way, one fault each."""
         self.faults.extend(faults)
 
     def reply(self, *texts: str) -> None:
-        """The next replies, in order (otherwise a deterministic default)."""
+        """The next replies, in order, instead of the model's own (counted by its tokenizer)."""
         self.replies.extend(texts)
 
     def chats(self) -> list[dict[str, Any]]:
@@ -201,13 +337,14 @@ class OllamaTestServer:
         if route == ("GET", "/api/version"):
             await send.json(200, {"version": self.version})
         elif route == ("GET", "/api/tags"):
-            await send.json(200, {"models": [self._tag(m) for m in self.models.values()]})
+            await send.json(200, {"models": [self._tag(m.card()) for m in self.models.values()]})
         elif route == ("POST", "/api/show"):
             await self._show(data or {}, send)
         elif route == ("GET", "/api/ps"):
             await send.json(200, {"models": [self._ps(v) for v in self.loaded.values()]})
         elif route == ("POST", "/api/chat"):
-            await self._chat(data or {}, send)
+            async with self.busy:
+                await self._chat(data or {}, send)
         elif route == ("POST", "/_test/fault"):
             self.fault(*(data or {}).get("faults", []))
             await send.json(200, {"ok": True})
@@ -216,50 +353,61 @@ class OllamaTestServer:
             await send.json(200, {"ok": True})
         elif route == ("GET", "/_test/requests"):
             await send.json(200, {"requests": [r.__dict__ for r in self.requests]})
+        elif route == ("GET", "/_test/runners"):
+            await send.json(200, {"runners": [self._runner(v) for v in self.loaded.values()]})
         else:
             await send.json(404, {"error": f"404 page not found: {path}"})
 
-    def _tag(self, model: FakeModel) -> dict[str, Any]:
+    def _tag(self, card: Card) -> dict[str, Any]:
         return {
-            "name": model.name,
-            "model": model.name,
-            "size": model.weights_bytes,
-            "details": {"family": model.architecture, "parameter_size": "8.0B"},
+            "name": card.name,
+            "model": card.name,
+            "size": card.weights_bytes,
+            "details": {"family": card.family, "parameter_size": card.parameter_size},
         }
 
     def _ps(self, loaded: Loaded) -> dict[str, Any]:
-        size = loaded.model.weights_bytes + loaded.model.kv_bytes(loaded.num_ctx)
+        card, allocation = loaded.model.card(), loaded.allocation
+        size = card.weights_bytes + allocation.kv_bytes + allocation.compute_bytes
         return {
-            "name": loaded.model.name,
-            "model": loaded.model.name,
+            "name": card.name,
+            "model": card.name,
             "size": size,
             "size_vram": size,
-            "context_length": min(loaded.num_ctx, loaded.model.context_length),
+            "context_length": allocation.context_length,
             "expires_at": "2099-01-01T00:00:00Z",
         }
+
+    def _runner(self, loaded: Loaded) -> dict[str, Any]:
+        return {"model": loaded.model.name, "options": loaded.options, **loaded.allocation.__dict__}
 
     async def _show(self, data: dict[str, Any], send: _Sender) -> None:
         model = self.models.get(str(data.get("model", "")))
         if model is None:
             await send.json(404, {"error": f"model '{data.get('model')}' not found"})
             return
+        card = model.card()
         await send.json(
             200,
             {
-                "model_info": model.model_info(),
-                "capabilities": list(model.capabilities),
-                "details": {"family": model.architecture, "format": "gguf"},
-                "template": "{{ .Prompt }}",
+                "model_info": card.model_info,
+                "capabilities": list(card.capabilities),
+                "details": {"family": card.family, "format": "gguf"},
+                "template": card.template,
                 "parameters": "",
             },
         )
 
-    def _load(self, model: FakeModel, options: dict[str, Any]) -> Loaded:
+    def _load(self, model: Any, options: dict[str, Any]) -> Loaded:
         runner = {k: options[k] for k in RUNNER_KEYS if k in options}
         current = self.loaded.get(model.name)
         if current is None or current.options != runner:
             self.reloads.append((model.name, runner))
-            current = Loaded(model, runner, self.cap_num_ctx)
+            asked = min(int(runner.get("num_ctx") or DEFAULT_NUM_CTX), model.card().context_length)
+            if self.cap_num_ctx:
+                asked = min(asked, self.cap_num_ctx)
+            allocation = self.runner.load(model, asked, runner)
+            current = Loaded(model, runner, allocation)
             self.loaded[model.name] = current
         return current
 
@@ -290,59 +438,82 @@ class OllamaTestServer:
         if not messages:
             await send.json(200, {"model": model.name, "done": True, "done_reason": "load"})
             return
-        num_ctx = min(loaded.num_ctx, model.context_length)
+        card = model.card()
+        num_ctx = loaded.num_ctx  # capped at the trained length when loaded (v0.30+)
         tools = data.get("tools") or None
-        total = prompt_tokens(messages, tools)
-        if fault in ("overflow", "overflow_runner") or (
-            data.get("truncate") is False and total > num_ctx
-        ):
-            await send.json(
-                400, {"error": _overflow_error(fault, max(total, num_ctx + 1), num_ctx)}
-            )
+        prompt = self.runner.render(model, messages, tools)
+        self.requests[-1].prompt_tokens = len(prompt)
+        if fault in ("overflow", "overflow_runner"):
+            await send.json(400, {"error": _overflow_error(fault, len(prompt) + num_ctx, num_ctx)})
             return
-        kept = _fit(messages, tools, num_ctx) if total > num_ctx else messages
-        prompt_count = prompt_tokens(kept, tools)
-        if prompt_count > num_ctx:
-            await send.json(400, {"error": _overflow_error("overflow", prompt_count, num_ctx)})
-            return
+        kept = messages
+        if data.get("truncate") is not False and len(prompt) > num_ctx:
+            kept = self._fit(model, messages, tools, num_ctx)
+            prompt = self.runner.render(model, kept, tools)
+        if len(prompt) >= loaded.num_ctx:
+            refusal = self._over_long(card, prompt, data, options, loaded.num_ctx)
+            if refusal is not None:
+                await send.json(400, {"error": refusal})
+                return
+            prompt = _cut(prompt, _keep(card, options), loaded.num_ctx)
         self.chats_started += 1
-        reply = self.replies.popleft() if self.replies else _default_reply(kept)
-        pieces = re.findall(r"\S+\s*", reply)
         limit = int(options.get("num_predict", -1))
-        done_reason = "stop"
-        if limit >= 0 and count(reply) > limit:
-            cut, used = [], 0
-            for piece in pieces:
-                used += count(piece)
-                if used > limit:
-                    break
-                cut.append(piece)
-            pieces, done_reason = cut, "length"
-        text = "".join(pieces)
-        final: dict[str, Any] = {
-            "model": model.name,
-            "created_at": "2026-11-21T00:00:00Z",
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": done_reason,
-            "total_duration": 1000,
-            "prompt_eval_count": prompt_count,
-            "eval_count": count(text) + 1,
-        }
-        thinking = data.get("think") is True and "thinking" in model.capabilities
+        if self.replies:
+            text = self.replies.popleft()
+            pieces: AsyncIterator[Piece] = _scripted(
+                pieces_within(text, lambda t: self.runner.count_text(model, t), limit)
+            )
+        else:
+            pieces = self.runner.generate(model, prompt, kept, limit)
+        reply = _Reply(model.name, len(prompt), limit)
+        thinking = data.get("think") is True and "thinking" in card.capabilities
         if data.get("stream") is False:
-            final["message"] = {"role": "assistant", "content": text}
+            async for piece in pieces:
+                reply.add(piece)
+            final = reply.final()
+            final["message"] = {"role": "assistant", "content": reply.text}
             if thinking:
                 final["message"]["thinking"] = "Let me think."
             await send.json(200, final)
             return
-        await self._stream(model, pieces, final, fault, thinking, send)
+        await self._stream(reply, pieces, fault, thinking, send)
+
+    def _over_long(
+        self,
+        card: Card,
+        prompt: list[Token],
+        data: dict[str, Any],
+        options: dict[str, Any],
+        num_ctx: int,
+    ) -> str | None:
+        """Why a prompt of `num_ctx` tokens or more is refused, or None when it is cut."""
+        if data.get("truncate") is False or self.path == "native":
+            return _overflow_error("overflow", len(prompt), num_ctx)
+        if data.get("shift") is False:
+            return (
+                "the prompt is longer than the context length currently available to the "
+                "model; shorten the prompt, adjust the context length in settings, or use a "
+                "model with a longer context length"
+            )
+        return None
+
+    def _fit(
+        self, model: Any, messages: list[dict[str, Any]], tools: list[Any] | None, num_ctx: int
+    ) -> list[dict[str, Any]]:
+        """Ollama's stage A: the first suffix that fits, with every earlier system message
+        kept; the last message alone (with the system messages) when nothing fits."""
+        for start in range(len(messages)):
+            systems = [m for m in messages[:start] if m.get("role") == "system"]
+            candidate = systems + messages[start:]
+            if len(self.runner.render(model, candidate, tools)) <= num_ctx:
+                return candidate
+        systems = [m for m in messages[:-1] if m.get("role") == "system"]
+        return [*systems, messages[-1]]
 
     async def _stream(
         self,
-        model: FakeModel,
-        pieces: list[str],
-        final: dict[str, Any],
+        reply: _Reply,
+        pieces: AsyncIterator[Piece],
         fault: Fault | None,
         thinking: bool,
         send: _Sender,
@@ -351,12 +522,13 @@ class OllamaTestServer:
         if thinking:
             await send.line(
                 {
-                    "model": model.name,
+                    "model": reply.model,
                     "message": {"role": "assistant", "content": "", "thinking": "Let me think."},
                     "done": False,
                 }
             )
-        for index, piece in enumerate(pieces):
+        index = 0
+        async for piece in pieces:
             if index == 2 and fault is not None:
                 if fault == "error_midstream":
                     await send.line(
@@ -374,18 +546,65 @@ class OllamaTestServer:
                     await send.abort()
                     return
                 if fault == "stall":
-                    await self.closing.wait()
+                    await send.until_gone(self.closing)
                     return
+            index += 1
+            reply.add(piece)
             await send.line(
                 {
-                    "model": model.name,
+                    "model": reply.model,
                     "created_at": "2026-11-21T00:00:00Z",
-                    "message": {"role": "assistant", "content": piece},
+                    "message": {"role": "assistant", "content": piece.text},
                     "done": False,
                 }
             )
-        await send.line(final)
+        await send.line(reply.final())
         await send.end_stream()
+
+
+@dataclass
+class _Reply:
+    """A reply as it streams: its text, its tokens, and its final chunk."""
+
+    model: str
+    prompt_tokens: int
+    limit: int
+    text: str = ""
+    tokens: int = 0
+
+    def add(self, piece: Piece) -> None:
+        self.text += piece.text
+        self.tokens += piece.tokens
+
+    def final(self) -> dict[str, Any]:
+        stopped = 0 <= self.limit <= self.tokens
+        return {
+            "model": self.model,
+            "created_at": "2026-11-21T00:00:00Z",
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "length" if stopped else "stop",
+            "total_duration": 1000,
+            "prompt_eval_count": self.prompt_tokens,
+            "eval_count": self.tokens if stopped else self.tokens + 1,
+        }
+
+
+async def _scripted(pieces: Iterator[Piece]) -> AsyncIterator[Piece]:
+    for piece in pieces:
+        yield piece
+
+
+def _keep(card: Card, options: dict[str, Any]) -> int:
+    """Tokens at the front that a cut keeps: `num_keep` (4), one more for a BOS token."""
+    return int(options.get("num_keep", 4)) + (1 if card.add_bos else 0)
+
+
+def _cut(prompt: list[Token], keep: int, num_ctx: int) -> list[Token]:
+    """Current Ollama's cut on the completion path: the first `keep` tokens and the last
+    `limit − keep`, where `limit = num_ctx − max((num_ctx − keep) / 2, 1)` (about half)."""
+    limit = num_ctx - max((num_ctx - keep) // 2, 1)
+    return prompt[:keep] + prompt[len(prompt) - (limit - keep) :]
 
 
 def _overflow_error(style: Fault | None, n_prompt: int, n_ctx: int) -> str:
@@ -402,19 +621,6 @@ def _overflow_error(style: Fault | None, n_prompt: int, n_ctx: int) -> str:
         }
     }
     return json.dumps(inner)
-
-
-def _fit(
-    messages: list[dict[str, Any]], tools: list[Any] | None, num_ctx: int
-) -> list[dict[str, Any]]:
-    """Ollama's stage A: the first suffix that fits, with every earlier system message kept."""
-    for start in range(len(messages)):
-        systems = [m for m in messages[:start] if m.get("role") == "system"]
-        candidate = systems + messages[start:]
-        if prompt_tokens(candidate, tools) <= num_ctx:
-            return candidate
-    systems = [m for m in messages[:-1] if m.get("role") == "system"]
-    return [*systems, messages[-1]]
 
 
 class _Sender:
@@ -453,6 +659,24 @@ class _Sender:
 
     async def end_stream(self) -> None:
         await self.stream.send(b"0\r\n\r\n")
+
+    async def until_gone(self, closing: anyio.Event) -> None:
+        """Wait until the client hangs up (or the server closes), as a stalled runner would
+        until Ollama cancels the request."""
+        async with anyio.create_task_group() as tg:
+
+            async def hang_up() -> None:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    while await self.stream.receive():
+                        pass
+                tg.cancel_scope.cancel()
+
+            async def close() -> None:
+                await closing.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(hang_up)
+            tg.start_soon(close)
 
     async def abort(self) -> None:
         self.broken = True
