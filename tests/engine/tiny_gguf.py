@@ -129,8 +129,7 @@ def model_info(path: Path) -> dict[str, Any]:
             continue
         kind = field.types[0] if field.types else None
         if kind == gguf.GGUFValueType.ARRAY:
-            values = [_scalar(field, i) for i in field.data]
-            info[name] = values if len(values) <= 5 else []
+            info[name] = [_scalar(field, i) for i in field.data] if len(field.data) <= 5 else []
         else:
             info[name] = _scalar(field, field.data[0])
     return info

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import pathlib
 import json
 import re
 from collections import deque
@@ -749,14 +750,32 @@ def ollama_server_thread(server: OllamaTestServer | None = None) -> Iterator[Oll
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the Ollama-compatible test server.")
-    parser.parse_args()
+    parser.add_argument("--gguf", type=pathlib.Path, help="serve this model through llama.cpp")
+    parser.add_argument("--name", default="smollm2:135m", help="the model's name (with --gguf)")
+    parser.add_argument("--kv-type", default="f16", help="the KV cache type (with --gguf)")
+    parser.add_argument(
+        "--path", choices=("native", "go"), default="go", help="how an over-long prompt is met"
+    )
+    args = parser.parse_args()
 
     async def run() -> None:
-        async with open_ollama_server() as server:
-            print(server.url, flush=True)
-            await anyio.sleep_forever()
+        server = OllamaTestServer(path=args.path)
+        engine = None
+        if args.gguf:
+            from tests.engine.llama_engine import LlamaEngine
 
-    anyio.run(run, backend="asyncio")
+            engine = LlamaEngine(args.gguf, args.name, args.kv_type)
+            server = OllamaTestServer(engine=engine, path=args.path)
+        try:
+            async with open_ollama_server(server) as running:
+                print(running.url, flush=True)
+                await anyio.sleep_forever()
+        finally:
+            if engine is not None:
+                engine.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(run, backend="asyncio")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def ollm(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ollm", *args],
@@ -20,6 +20,6 @@ def ollm(
         text=True,
         env={**os.environ, **(env or {})},
         cwd=ROOT,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )

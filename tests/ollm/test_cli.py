@@ -49,7 +49,7 @@ def test_replay_prints_a_readable_digest(capsys):
     assert out[4].endswith("reply: 30 tokens (prompt 56) · usage 56/3482 (2%)")
     threshold = next(i for i, line in enumerate(out) if "the context is 76% full" in line)
     assert "snapshot 9598d2 saved (pre-compression" in out[threshold + 2]
-    assert "compressed 2634 → about 1286 tokens (hybrid, 26 messages)" in out[threshold + 3]
+    assert "compressed 2631 → about 1446 tokens (hybrid, 24 messages)" in out[threshold + 3]
     assert out[-1] == (
         "40 turns · peak usage 2666/3482 (77%) · 2 compressions (-2658 tokens) · 2 snapshots"
         " · 0 failed and 0 cancelled replies · 1:19 long"

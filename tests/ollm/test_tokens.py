@@ -12,8 +12,17 @@ from ollm.events import (
 from ollm.tokens import PRIMING, ROLE_OVERHEAD, Accounting, TokenCache, estimate_text
 
 
-def test_the_fallback_is_chars_over_four():
-    assert [estimate_text(t) for t in ("", "abc", "abcd", "abcde")] == [0, 1, 1, 2]
+def test_the_fallback_counts_words_digits_marks_and_whitespace_runs():
+    cases = {
+        "": 0,
+        "hello world": 2,
+        "internationalization": 4,  # 20 letters: one token, and one per six after the first
+        "JOB-90211": 7,  # a word, a mark, five digits
+        "a  b\n": 4,  # a run of spaces and a newline count; one space does not
+        "日本語": 3,  # ideographs: one each
+        "привет": 2,  # other scripts: one per three letters
+    }
+    assert {text: estimate_text(text) for text in cases} == cases
 
 
 def test_counts_are_cached_by_content():
@@ -27,7 +36,7 @@ def test_counts_are_cached_by_content():
 
 def test_role_tool_call_and_tool_schema_overhead_are_counted():
     acc = Accounting(num_ctx=8192, model="m")
-    acc.add(Message(id="m1", role="user", content="x" * 40))
+    acc.add(Message(id="m1", role="user", content="word " * 10))
     plain = acc.used()
     assert plain == 10 + ROLE_OVERHEAD + PRIMING
     acc.add(
@@ -48,7 +57,7 @@ def test_role_tool_call_and_tool_schema_overhead_are_counted():
 
 def test_a_reply_calibrates_and_anchors_and_a_low_count_is_a_truncation():
     acc = Accounting(num_ctx=8192, model="m")
-    message = Message(id="m1", role="user", content="y" * 400)
+    message = Message(id="m1", role="user", content="word " * 100)
     acc.add(message)
 
     def send(request_id: str) -> None:
