@@ -51,7 +51,7 @@ def test_replay_prints_a_readable_digest(capsys):
     assert "snapshot 9598d2 saved (pre-compression" in out[threshold + 2]
     assert "compressed 2631 → about 1446 tokens (hybrid, 24 messages)" in out[threshold + 3]
     assert out[-1] == (
-        "40 turns · peak usage 2666/3482 (77%) · 2 compressions (-2658 tokens) · 2 snapshots"
+        "40 turns · peak usage 2667/3482 (77%) · 2 compressions (-2343 tokens) · 2 snapshots"
         " · 0 failed and 0 cancelled replies · 1:19 long"
     )
 
