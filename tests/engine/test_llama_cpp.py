@@ -18,7 +18,7 @@ from ollm.memory import Architecture, kv_cache_bytes
 from ollm.tokens import Accounting
 
 from .conftest import EngineLog, cy
-from .tiny_gguf import SHAPES, Shape, model_info
+from .tiny_gguf import SHAPES, Shape, model_info, write_model
 
 GGML_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
 SIZES = (512, 1000, 4100, 8192)
@@ -194,3 +194,63 @@ def test_after_one_reply_the_next_estimate_is_within_3_percent_of_llama_cpp(load
 def test_the_models_are_small(models):
     for _shape, path in models.values():
         assert path.stat().st_size < 1_500_000
+
+
+SWA = Shape(
+    "gemma2-swa512-4l",
+    n_embd=64,
+    n_head=4,
+    n_kv=2,
+    head_dim=32,
+    n_layer=4,
+    architecture="gemma2",
+    sliding_window=512,
+)
+KV_SIZE = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB \(\s*(\d+) cells")
+
+
+def swa_allocation(log: EngineLog, model: Any, n_ctx: int, n_seq: int, unified: bool, full: bool):
+    """llama.cpp's two KV caches for a sliding-window model: (cells, MiB) per cache."""
+    log.clear()
+    params = cy.LlamaContextParams()
+    params.n_ctx = n_ctx
+    params.n_batch = params.n_ubatch = 512
+    params.n_seq_max = n_seq
+    params.kv_unified = unified
+    params.swa_full = full
+    context = cy.LlamaContext(model, params)
+    found = [
+        (int(m.group(2)), float(m.group(1))) for line in log.lines if (m := KV_SIZE.search(line))
+    ]
+    context.close()
+    assert len(found) == 2, "a non-SWA and an SWA cache"
+    return found
+
+
+def test_sliding_window_kv_matches_llama_cpp_as_ollama_runs_it(tmp_path, engine_log):
+    """Ollama (v0.30+, `llm/llama_server.go`) launches llama-server without `--swa-full`,
+    so llama.cpp's `common_params.swa_full = false` holds: sliding-window layers keep
+    pad256(window + n_ubatch) cells. (The C API's own default, which cyllama exposes, is
+    true — set here as Ollama's runner has it.)"""
+    path = write_model(tmp_path / "swa.gguf", SWA)
+    arch = architecture(path)
+    assert arch.sliding_window == 512 and sum(arch.swa_layers) == 2
+    model = cy.LlamaModel(path_model=str(path))
+    try:
+        for n_ctx in SIZES:
+            for n_seq, unified in SEQUENCES:
+                caches = swa_allocation(engine_log, model, n_ctx, n_seq, unified, full=False)
+                logged = sum(mib for _cells, mib in caches)
+                ours = kv_cache_bytes(arch, n_ctx, "f16", n_seq=n_seq, unified=unified)
+                # each logged figure is rounded to 0.01 MiB
+                assert abs(ours / 2**20 - logged) <= 0.005 * len(caches) + 1e-9, (
+                    n_ctx,
+                    n_seq,
+                    caches,
+                )
+        full = swa_allocation(engine_log, model, 8192, 1, False, full=True)
+        assert abs(kv_cache_bytes(arch, 8192, "f16") / 2**20 - sum(m for _c, m in full)) > 1, (
+            "with swa_full the window layers would hold the whole context: not what Ollama runs"
+        )
+    finally:
+        model.close()

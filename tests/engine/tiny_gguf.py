@@ -27,6 +27,9 @@ class Shape:
     n_layer: int
     n_ff: int = 128
     context: int = 4096
+    architecture: str = "llama"
+    sliding_window: int = 0
+    """gemma2 only: every other layer attends over this many tokens."""
 
     @property
     def quantizable(self) -> bool:
@@ -77,7 +80,7 @@ def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
         return (rng.standard_normal(dims) * 0.02).astype(np.float16)
 
     ones = np.ones(shape.n_embd, dtype=np.float32)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), shape.architecture)
     w.add_context_length(shape.context)
     w.add_embedding_length(shape.n_embd)
     w.add_block_count(shape.n_layer)
@@ -87,6 +90,8 @@ def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
     w.add_key_length(shape.head_dim)
     w.add_value_length(shape.head_dim)
     w.add_layer_norm_rms_eps(1e-5)
+    if shape.sliding_window:
+        w.add_sliding_window(shape.sliding_window)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")
     w.add_token_list(tokens)
@@ -99,7 +104,8 @@ def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
     q, kv = shape.n_head * shape.head_dim, shape.n_kv * shape.head_dim
     w.add_tensor("token_embd.weight", weights(n_vocab, shape.n_embd))
     w.add_tensor("output_norm.weight", ones)
-    w.add_tensor("output.weight", weights(n_vocab, shape.n_embd))
+    if shape.architecture == "llama":  # gemma2 ties its output to the embeddings
+        w.add_tensor("output.weight", weights(n_vocab, shape.n_embd))
     for i in range(shape.n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", ones)
         w.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
@@ -110,6 +116,9 @@ def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
         w.add_tensor(f"blk.{i}.ffn_gate.weight", weights(shape.n_ff, shape.n_embd))
         w.add_tensor(f"blk.{i}.ffn_up.weight", weights(shape.n_ff, shape.n_embd))
         w.add_tensor(f"blk.{i}.ffn_down.weight", weights(shape.n_embd, shape.n_ff))
+        if shape.architecture == "gemma2":
+            w.add_tensor(f"blk.{i}.post_attention_norm.weight", ones)
+            w.add_tensor(f"blk.{i}.post_ffw_norm.weight", ones)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
