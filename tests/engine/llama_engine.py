@@ -114,14 +114,16 @@ class LlamaEngine:
     def render_text(self, model: LlamaModel, messages: list[dict[str, Any]]) -> str:
         """The prompt as text, rendered by the GGUF's own chat template."""
         vocab = model.weights.get_vocab()
-        return self._jinja.from_string(model.template).render(
-            messages=[
-                {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
-                for m in messages
-            ],
-            add_generation_prompt=True,
-            bos_token=vocab.token_to_piece(vocab.token_bos(), special=True),
-            eos_token=vocab.token_to_piece(vocab.token_eos(), special=True),
+        return str(
+            self._jinja.from_string(model.template).render(
+                messages=[
+                    {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+                    for m in messages
+                ],
+                add_generation_prompt=True,
+                bos_token=vocab.token_to_piece(vocab.token_bos(), special=True),
+                eos_token=vocab.token_to_piece(vocab.token_eos(), special=True),
+            )
         )
 
     def render(

@@ -8,6 +8,7 @@ server's record of what it received and sent — never on the model's wording.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -192,7 +193,6 @@ def test_test_prompt_shows_exactly_what_the_server_then_receives(server, tmp_pat
     result = run(server, config(tmp_path), stdin=lines(PROSE[0], "/test prompt", PROSE[1]))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    import json
 
     start_at = out.index("POST /api/chat\n") + len("POST /api/chat\n")
     shown = json.loads(out[start_at : out.index("\n}\n", start_at) + 2])
@@ -263,3 +263,24 @@ def test_ctrl_c_mid_reply_keeps_the_message_and_the_next_request_carries_it(serv
     last = server.chats()[-1]["body"]["messages"]
     assert last[0] == {"role": "user", "content": PROSE[0]}, "the kept message went out"
     assert last[-1] == {"role": "user", "content": "Go on."}
+
+
+def test_the_server_cuts_or_refuses_an_over_long_prompt_as_current_ollama_does(server):
+    """Stage A keeps the last message; the completion path then cuts the prompt to
+    `num_ctx − max((num_ctx − n_keep) / 2, 1)` tokens (n_keep 4: SmolLM2 adds no BOS), silently;
+    `truncate: false` gets llama-server's 400 instead."""
+    long = {"role": "user", "content": EMOJI * 400}
+    body = {
+        "model": MODEL,
+        "messages": [long],
+        "stream": False,
+        "options": {"num_ctx": 1024, "num_predict": 8},
+    }
+    cut = httpx.post(f"{server.url}/api/chat", json=body, timeout=120)
+    assert cut.status_code == 200
+    assert cut.json()["prompt_eval_count"] == 1024 - (1024 - 4) // 2
+    refused = httpx.post(f"{server.url}/api/chat", json={**body, "truncate": False}, timeout=120)
+    assert refused.status_code == 400
+    inner = json.loads(refused.json()["error"])["error"]
+    assert inner["type"] == "exceed_context_size_error" and inner["n_ctx"] == 1024
+    assert inner["n_prompt_tokens"] == server.chats()[-1]["prompt_tokens"] > 1024
