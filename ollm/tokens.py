@@ -32,6 +32,8 @@ TRUNCATION_RATIO = 0.85
 UNCALIBRATED_TRUNCATION_RATIO = 0.5
 """…or below this share before the model's first calibration, while estimates are rough."""
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
+REPLY_FIT_MIN = 24
+"""A reply of at least this many estimated tokens calibrates a model's first factor."""
 
 
 _PIECE = re.compile(r"[^\W\d_]+|\d|\s+|[^\s]", re.UNICODE)
@@ -262,7 +264,10 @@ class Accounting:
         ratio = TRUNCATION_RATIO if calibrated else UNCALIBRATED_TRUNCATION_RATIO
         if counted < ratio * estimate and estimate > ratio * sent.window:
             return estimate, counted
-        if sent.raw > 0:
+        first = self._reply_fit(sent, reply) if sent.model not in self.factors else None
+        if first is not None:
+            self.factors[sent.model] = first
+        elif sent.raw > 0:
             fitted = (counted - sent.overhead) / sent.raw
             previous = self.factors.get(sent.model)
             fitted = min(MAX_FACTOR, max(MIN_FACTOR, fitted))
@@ -271,6 +276,19 @@ class Accounting:
             # Anchor: the prompt just counted is exact; re-estimate it with the new factor.
             self.correction = counted - (math.ceil(sent.raw * self.factor) + sent.overhead)
         return None
+
+    def _reply_fit(self, sent: Sent, reply: ReplyCompleted) -> float | None:
+        """A model's first factor, from its reply when the reply is long enough: the prompt's
+        count also holds what the template adds on its own (SmolLM2's default system prompt
+        is 21 tokens), which a fit from the prompt alone spreads over the content; the
+        reply's count has no template in it. (The anchor keeps that template part exact.)"""
+        if not sent.chat or reply.tool_calls or reply.eval_count <= 0:
+            return None
+        raw = self.cache.raw(reply.content)
+        if raw < REPLY_FIT_MIN:
+            return None
+        generated = reply.eval_count - (1 if reply.done_reason == "stop" else 0)
+        return min(MAX_FACTOR, max(MIN_FACTOR, generated / raw))
 
 
 def _digest(text: str) -> bytes:

@@ -219,9 +219,11 @@ def test_the_estimate_after_one_reply_is_close_to_the_servers_count(server, tmp_
     assert error <= TOLERANCE, f"{kind}: {estimates[1]} estimated, {real[1]} counted"
 
 
-TOLERANCE = 0.10
-"""The issue asks for 3 %; measured 4–9 % (the template's default system prompt is folded
-into the calibration factor). Exact counts are issue 18's work; this bound keeps today's."""
+TOLERANCE = 0.06
+"""Measured 2.1 % (code), 3.6 % (prose), 4.5 % (ids); the issue asks for 3 %. What is left
+is the template's own tokens beside text of another density than the reply's: exact counts
+(the model's tokenizer, issue 18) close it. Calibrating from the prompt alone (8.2 % on
+prose) fails this bound."""
 
 
 def test_the_kv_cache_llama_cpp_allocated_is_the_one_ollm_fit_computes(server, tmp_path):

@@ -92,3 +92,34 @@ def test_a_reply_calibrates_and_anchors_and_a_low_count_is_a_truncation():
     assert truncated is not None
     sent, counted = truncated
     assert counted == 20 and sent > 100
+
+
+def test_a_models_first_factor_comes_from_its_reply_not_from_the_template_padded_prompt():
+    """A template may add tokens of its own (SmolLM2 adds a 21-token default system prompt);
+    the prompt's count holds them, the reply's does not."""
+    acc = Accounting(num_ctx=8192, model="m")
+    acc.add(Message(id="m1", role="user", content="word " * 100))
+    acc.on_request(
+        ChatRequested(
+            request_id="r1",
+            model="m",
+            messages=(ChatMessage(role="user", content="word " * 100),),
+            options=RunnerOptions(num_ctx=8192),
+        )
+    )
+    reply = "said " * 40
+    counted = 100 + ROLE_OVERHEAD + PRIMING + 21  # exact content, plus the template's own 21
+    acc.on_reply(
+        ReplyCompleted(
+            request_id="r1",
+            content=reply,
+            prompt_eval_count=counted,
+            eval_count=41,
+            done_reason="stop",  # 40 tokens of text and the end token
+        )
+    )
+    assert acc.factor == 1.0, "the reply's 40 tokens for 40 estimated"
+    assert acc.used() == counted, "the anchor keeps the template's tokens"
+    acc.add(Message(id="m2", role="assistant", content=reply))
+    acc.add(Message(id="m3", role="user", content="word " * 50))
+    assert acc.used() == counted + 41 + ROLE_OVERHEAD + 50 + ROLE_OVERHEAD, "eval_count is exact"
