@@ -233,6 +233,16 @@ class ReplyFailed(Input, frozen=True, kw_only=True, tag="reply.failed"):
     """What had streamed before the failure."""
 
 
+class PromptRendered(Input, frozen=True, kw_only=True, tag="prompt.rendered"):
+    """The prompt of a request as the model's template renders it (Ollama's
+    `_debug_render_only`), asked once per model: it shows what the template adds on its
+    own (a default system prompt, role markers), which calibration must not spread over
+    the messages' text."""
+
+    request_id: str
+    text: str
+
+
 class ReplyCancelled(Input, frozen=True, kw_only=True, tag="reply.cancelled"):
     """The reply was stopped on the user's request."""
 
@@ -529,6 +539,7 @@ DomainEvent = (
     | ReplyCompleted
     | ReplyFailed
     | ReplyCancelled
+    | PromptRendered
     | MemorySampled
     | MessageAdded
     | MessageUnanswered

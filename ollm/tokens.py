@@ -16,7 +16,15 @@ from dataclasses import dataclass, field, replace
 
 from blake3 import blake3
 
-from .events import ChatMessage, ChatRequested, Message, ReplyCompleted, ToolCall, ToolSchema
+from .events import (
+    ChatMessage,
+    ChatRequested,
+    Message,
+    PromptRendered,
+    ReplyCompleted,
+    ToolCall,
+    ToolSchema,
+)
 
 CHARS_PER_TOKEN = 4
 ROLE_OVERHEAD = 4
@@ -34,6 +42,18 @@ UNCALIBRATED_TRUNCATION_RATIO = 0.5
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 REPLY_FIT_MIN = 24
 """A reply of at least this many estimated tokens calibrates a model's first factor."""
+TEMPLATE_TAG = re.compile(
+    r"<\|[^|<>\s]{1,40}\|>|</?s>|<(?:start|end)_of_turn>|\[/?(?:INST|SYSTEM_PROMPT)\]"
+)
+"""Markers chat templates put around messages, each one token of the model's vocabulary
+(ChatML's `<|im_start|>`, llama 3's `<|eot_id|>`, Gemma's `<start_of_turn>`, Mistral's
+`[INST]`, SentencePiece's `<s>`)."""
+
+
+def estimate_rendered(text: str) -> tuple[int, int]:
+    """A rendered prompt as (template markers, raw units of everything else)."""
+    markers = len(TEMPLATE_TAG.findall(text))
+    return markers, estimate_text(TEMPLATE_TAG.sub("", text))
 
 
 _PIECE = re.compile(r"[^\W\d_]+|\d|\s+|[^\s]", re.UNICODE)
@@ -158,6 +178,11 @@ class Accounting:
     reply_tokens: dict[bytes, int] = field(default_factory=dict)
     served: dict[str, int] = field(default_factory=dict)
     """The context each loaded model really has (`/api/ps` `context_length`), when known."""
+    rendered: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Requests whose prompt the template rendered: (markers, raw units), until the reply."""
+    extra: dict[str, int] = field(default_factory=dict)
+    """Tokens a model's template adds on its own beyond the messages' estimate (a default
+    system prompt, its markers), learned from the first rendered prompt's count."""
 
     @property
     def factor(self) -> float:
@@ -174,6 +199,8 @@ class Accounting:
             sent=dict(self.sent),
             reply_tokens=dict(self.reply_tokens),
             served=dict(self.served),
+            rendered=dict(self.rendered),
+            extra=dict(self.extra),
         )
 
     def count(self, message: Message | ChatMessage) -> Counted:
@@ -182,7 +209,8 @@ class Accounting:
     def used(self) -> int:
         """Tokens the next prompt will take, as far as is known now."""
         content = math.ceil((self.raw_total + self.tools_raw) * self.factor)
-        return content + self.overhead_total + self.tools_overhead + PRIMING + self.correction
+        fixed = self.overhead_total + self.tools_overhead + PRIMING + self.extra.get(self.model, 0)
+        return content + fixed + self.correction
 
     def add(self, message: Message) -> None:
         counted = self.count(message)
@@ -242,6 +270,9 @@ class Accounting:
             window=window,
         )
 
+    def on_rendered(self, event: PromptRendered) -> None:
+        self.rendered[event.request_id] = estimate_rendered(event.text)
+
     def on_reply(self, reply: ReplyCompleted) -> tuple[int, int] | None:
         """Calibrate from the server's counts.
 
@@ -257,24 +288,35 @@ class Accounting:
             self.reply_tokens[_digest(reply.content)] = reply.eval_count
         if sent is None or reply.prompt_eval_count <= 0:
             return None
+        rendered = self.rendered.pop(reply.request_id, None)
         factor = self.factors.get(sent.model, 1.0)
-        estimate = math.ceil(sent.raw * factor) + sent.overhead
+        extra = self.extra.get(sent.model, 0)
+        estimate = math.ceil(sent.raw * factor) + sent.overhead + extra
         counted = reply.prompt_eval_count
         calibrated = sent.model in self.factors
         ratio = TRUNCATION_RATIO if calibrated else UNCALIBRATED_TRUNCATION_RATIO
         if counted < ratio * estimate and estimate > ratio * sent.window:
             return estimate, counted
         first = self._reply_fit(sent, reply) if sent.model not in self.factors else None
-        if first is not None:
+        if rendered is not None and rendered[1] > 0:
+            # The whole prompt as the template wrote it: its markers are a token each, the
+            # rest is text like the messages'; what the messages' estimate leaves out of
+            # that is the template's own part.
+            markers, raw = rendered
+            fitted = min(MAX_FACTOR, max(MIN_FACTOR, (counted - markers) / raw))
+            self.factors[sent.model] = fitted
+            self.extra[sent.model] = counted - (math.ceil(sent.raw * fitted) + sent.overhead)
+        elif first is not None:
             self.factors[sent.model] = first
         elif sent.raw > 0:
-            fitted = (counted - sent.overhead) / sent.raw
+            fitted = (counted - sent.overhead - extra) / sent.raw
             previous = self.factors.get(sent.model)
             fitted = min(MAX_FACTOR, max(MIN_FACTOR, fitted))
             self.factors[sent.model] = fitted if previous is None else (previous + fitted) / 2
         if sent.model == self.model and sent.chat:
             # Anchor: the prompt just counted is exact; re-estimate it with the new factor.
-            self.correction = counted - (math.ceil(sent.raw * self.factor) + sent.overhead)
+            estimate = math.ceil(sent.raw * self.factor) + sent.overhead
+            self.correction = counted - (estimate + self.extra.get(sent.model, 0))
         return None
 
     def _reply_fit(self, sent: Sent, reply: ReplyCompleted) -> float | None:

@@ -14,6 +14,7 @@ from ..events import (
     MessageAdded,
     ModelLoaded,
     ModelSelected,
+    PromptRendered,
     ReplyCompleted,
     SessionOpened,
     SnapshotRestored,
@@ -72,6 +73,9 @@ class Ledger:
                 return False, None
             case ReplyCompleted():
                 return True, acc.on_reply(event)
+            case PromptRendered():
+                acc.on_rendered(event)
+                return False, None
             case _:
                 self.conversation.apply(event)
                 return False, None
@@ -90,6 +94,7 @@ Accepted = (
     | CompressionCompleted
     | ChatRequested
     | ReplyCompleted
+    | PromptRendered
 )
 
 
@@ -104,6 +109,7 @@ class TokenCounterActor(Actor[Accepted]):
         MessageAdded,
         ChatRequested,
         ReplyCompleted,
+        PromptRendered,
     )
 
     def __init__(self) -> None:

@@ -19,6 +19,7 @@ from ..events import (
     ContextSizeChosen,
     ModelLoaded,
     ModelLoadFailed,
+    PromptRendered,
     ReplyCancelled,
     ReplyChunk,
     ReplyCompleted,
@@ -33,6 +34,15 @@ from .failures import Failure
 
 TRUNCATE_SINCE = (0, 12, 6)
 """`truncate` (and `shift`) are request fields from Ollama v0.12.6 on."""
+
+
+RENDER_SINCE = (0, 11, 5)
+"""`_debug_render_only` (answer with the rendered prompt, generate nothing) from v0.11.5 on;
+an older server ignores the field and would generate a whole reply."""
+
+
+def supports_render(server_version: str) -> bool:
+    return failures.version_at_least(server_version, RENDER_SINCE)
 
 
 def supports_truncate(server_version: str) -> bool:
@@ -87,6 +97,14 @@ class TagsResponse(msgspec.Struct):
 class ShowResponse(msgspec.Struct):
     model_info: dict[str, Any] = {}
     capabilities: list[str] = []
+
+
+class DebugInfo(msgspec.Struct):
+    rendered_template: str = ""
+
+
+class RenderResponse(msgspec.Struct):
+    debug_info: DebugInfo | None = msgspec.field(default=None, name="_debug_info")
 
 
 class PsModel(msgspec.Struct):
@@ -239,6 +257,16 @@ class OllamaClient:
         response: PsResponse = await self._get("/api/ps", PsResponse)
         return response.models
 
+    async def render(self, payload: dict[str, Any]) -> str:
+        """The prompt `payload` would send, as the model's template renders it; "" when the
+        server does not say (an older Ollama, or any failure: counting falls back)."""
+        body = {**payload, "stream": False, "_debug_render_only": True}
+        try:
+            reply = await self._call("POST", "/api/chat", body, RenderResponse, payload["model"])
+        except ProviderError:
+            return ""
+        return reply.debug_info.rendered_template if reply.debug_info else ""
+
     async def load(self, payload: dict[str, Any]) -> None:
         await self._call("POST", "/api/chat", payload, ChatChunk, str(payload.get("model", "")))
 
@@ -301,6 +329,8 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
         self.keep_alive = keep_alive
         self.server_version = ""
         self.active: dict[str, anyio.CancelScope] = {}
+        self.rendered: set[str] = set()
+        """Models whose template has been asked to render a prompt (once each)."""
 
     async def on_start(self, ctx: Context) -> None:
         ctx.start_soon(self._learn_version, ctx)
@@ -365,7 +395,17 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
         with anyio.CancelScope() as scope:
             self.active[rid] = scope
             try:
-                async for chunk in self.client.chat(self.payload(request)):
+                payload = self.payload(request)
+                if (
+                    request.purpose == "chat"
+                    and request.model not in self.rendered
+                    and supports_render(self.server_version)
+                ):
+                    self.rendered.add(request.model)
+                    text = await self.client.render(payload)
+                    if text:
+                        await ctx.publish(PromptRendered(request_id=rid, text=text))
+                async for chunk in self.client.chat(payload):
                     if chunk.error is not None:
                         text = (
                             chunk.error if isinstance(chunk.error, str) else json.dumps(chunk.error)

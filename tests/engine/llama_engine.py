@@ -111,7 +111,9 @@ class LlamaEngine:
 
     # --- rendering and counting -----------------------------------------------------------
 
-    def render_text(self, model: LlamaModel, messages: list[dict[str, Any]]) -> str:
+    def render_text(
+        self, model: LlamaModel, messages: list[dict[str, Any]], tools: list[Any] | None = None
+    ) -> str:
         """The prompt as text, rendered by the GGUF's own chat template."""
         vocab = model.weights.get_vocab()
         return str(

@@ -29,7 +29,10 @@ class RealServer:
         return [
             r
             for r in self.requests()
-            if r["path"] == "/api/chat" and r["body"] and r["body"].get("messages")
+            if r["path"] == "/api/chat"
+            and r["body"]
+            and r["body"].get("messages")
+            and not r["body"].get("_debug_render_only")
         ]
 
     def runners(self) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ BOS = 1
 GENERATION_PROMPT = 4
 RUNNER_KEYS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
 DEFAULT_NUM_CTX = 4096
+RENDER_ONLY = "_debug_render_only"
 
 Fault = Literal[
     "not_found",
@@ -119,6 +120,12 @@ class Engine(Protocol):
         self, model: Any, messages: list[dict[str, Any]], tools: list[Any] | None
     ) -> list[Token]:
         """The prompt the model sees for these messages, as tokens."""
+        ...
+
+    def render_text(
+        self, model: Any, messages: list[dict[str, Any]], tools: list[Any] | None
+    ) -> str:
+        """The same prompt as text (what `_debug_render_only` answers)."""
         ...
 
     def count_text(self, model: Any, text: str) -> int: ...
@@ -229,6 +236,18 @@ class FakeEngine:
     ) -> list[Token]:
         return ["·"] * prompt_tokens(messages, tools)
 
+    def render_text(
+        self, model: FakeModel, messages: list[dict[str, Any]], tools: list[Any] | None
+    ) -> str:
+        parts = ["<|begin_of_text|>"]
+        for message in messages:
+            parts.append(
+                f"<|start_header_id|>{message.get('role', '')}<|end_header_id|>\n\n"
+                f"{message.get('content', '')}<|eot_id|>"
+            )
+        parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        return "".join(parts)
+
     def count_text(self, model: FakeModel, text: str) -> int:
         return count(text)
 
@@ -300,6 +319,8 @@ class OllamaTestServer:
     """Give every runner at most this context, whatever is asked (0: no cap), as a server
     with a lower limit would; `/api/ps` shows the real value."""
     path: PromptPath = "native"
+    render_status: int = 200
+    """How `_debug_render_only` is answered: 200 with the prompt, or this error status."""
     busy: anyio.Lock = field(default_factory=anyio.Lock)
     """One request runs at a time (Ollama's default `OLLAMA_NUM_PARALLEL=1`); others wait."""
 
@@ -323,8 +344,16 @@ class OllamaTestServer:
         self.replies.extend(texts)
 
     def chats(self) -> list[dict[str, Any]]:
-        """Every `/api/chat` body received, in order."""
-        return [r.body for r in self.requests if r.path == "/api/chat" and r.body is not None]
+        """Every `/api/chat` body received, in order (not the render-only ones)."""
+        return [
+            r.body
+            for r in self.requests
+            if r.path == "/api/chat" and r.body is not None and not r.body.get(RENDER_ONLY)
+        ]
+
+    def renders(self) -> list[dict[str, Any]]:
+        """Every `/api/chat` body that asked only for the rendered prompt."""
+        return [r.body for r in self.requests if r.body is not None and r.body.get(RENDER_ONLY)]
 
     # --- routing --------------------------------------------------------------------------
 
@@ -429,6 +458,9 @@ class OllamaTestServer:
     async def _chat(self, data: dict[str, Any], send: _Sender, record: Recorded) -> None:
         model = self.models.get(str(data.get("model", "")))
         messages = [m for m in data.get("messages") or [] if isinstance(m, dict)]
+        if model is not None and data.get(RENDER_ONLY) is True:
+            await self._render_only(model, messages, data, send)
+            return
         fault = self.faults.popleft() if messages and self.faults else None
         if model is None or fault == "not_found":
             await send.json(404, {"error": f"model '{data.get('model')}' not found"})
@@ -496,6 +528,32 @@ class OllamaTestServer:
             record.final = await self._stream(reply, pieces, fault, thinking, send)
         finally:
             record.reply = reply.text
+
+    async def _render_only(
+        self, model: Any, messages: list[dict[str, Any]], data: dict[str, Any], send: _Sender
+    ) -> None:
+        """`_debug_render_only`: the prompt the model would see, after stage A, without
+        generating; the model is still scheduled (same runner options, or it reloads)."""
+        if self.render_status != 200:
+            await send.json(self.render_status, {"error": "cannot render this template"})
+            return
+        loaded = self._load(model, data.get("options") or {})
+        tools = data.get("tools") or None
+        over = bool(messages) and len(self.runner.render(model, messages, tools)) > loaded.num_ctx
+        if over and data.get("truncate") is not False:
+            messages = self._fit(model, messages, tools, loaded.num_ctx)
+        await send.json(
+            200,
+            {
+                "model": model.name,
+                "created_at": "2026-11-21T00:00:00Z",
+                "message": {"role": "", "content": ""},
+                "done": False,
+                "_debug_info": {
+                    "rendered_template": self.runner.render_text(model, messages, tools)
+                },
+            },
+        )
 
     def _over_long(
         self,

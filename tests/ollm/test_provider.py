@@ -13,8 +13,10 @@ from ollm.events import (
     MessageUnanswered,
     ModelLoaded,
     ModelSelected,
+    PromptRendered,
     ReplyCancelled,
     ReplyChunk,
+    ReplyCompleted,
     ReplyFailed,
     TruncationDetected,
     UsageChanged,
@@ -222,3 +224,33 @@ async def test_an_unreachable_server_is_a_clear_failure():
             await client.version()
     assert info.value.failure.kind == "server_unreachable"
     assert "ollama serve" in info.value.failure.message
+
+
+async def test_the_first_prompt_of_each_model_is_rendered_once_with_the_chats_own_options():
+    async with open_ollama_server() as server, open_live(server) as live:
+        for question in QUESTIONS[:3]:
+            await live.say(question)
+        (render,) = server.renders()
+        first = server.chats()[1]  # after the load request
+        assert render["_debug_render_only"] is True and render["stream"] is False
+        assert render["messages"] == first["messages"]
+        assert render["options"] == first["options"], "the same runner options: no reload"
+        assert len(server.reloads) == 1
+        (rendered,) = live.h.events(PromptRendered)
+        engine = server.runner
+        assert rendered.text == engine.render_text(None, first["messages"], None)
+        assert rendered.request_id == live.h.events(ReplyCompleted)[0].request_id
+
+
+@pytest.mark.parametrize(("version", "status"), [("0.11.4", 200), ("0.33.0", 500)])
+async def test_without_a_rendered_prompt_the_chat_and_its_counts_go_on(version, status):
+    """A server older than v0.11.5 would ignore `_debug_render_only` and generate a whole
+    reply: it is never asked. A server that fails the render costs nothing but the render."""
+    server = OllamaTestServer(version=version, render_status=status)
+    async with open_ollama_server(server), open_live(server) as live:
+        for question in QUESTIONS[:2]:
+            assert isinstance(await live.say(question), MessageAdded)
+        assert len(server.renders()) == (0 if version == "0.11.4" else 1)
+        assert not live.h.events(PromptRendered)
+        assert len(live.h.events(ReplyCompleted)) == 2
+        assert live.last_usage().used_tokens > 0

@@ -4,6 +4,7 @@ from ollm.events import (
     ChatMessage,
     ChatRequested,
     Message,
+    PromptRendered,
     ReplyCompleted,
     RunnerOptions,
     ToolCall,
@@ -123,3 +124,35 @@ def test_a_models_first_factor_comes_from_its_reply_not_from_the_template_padded
     acc.add(Message(id="m2", role="assistant", content=reply))
     acc.add(Message(id="m3", role="user", content="word " * 50))
     assert acc.used() == counted + 41 + ROLE_OVERHEAD + 50 + ROLE_OVERHEAD, "eval_count is exact"
+
+
+def test_a_rendered_prompt_separates_the_templates_own_tokens_from_the_texts():
+    """SmolLM2's template adds a default system prompt when there is none: the prompt's count
+    holds it, the messages do not. Fitted on the rendered prompt, the factor is the text's and
+    the default system prompt is the template's (`extra`), kept for every later prompt."""
+    user = "word " * 60
+    default = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    text = (
+        f"<|im_start|>system\n{default}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    markers, raw = 5, estimate_text(text.replace("<|im_start|>", "").replace("<|im_end|>", ""))
+    counted = markers + raw  # the text counts exactly as estimated: a factor of 1
+    acc = Accounting(num_ctx=8192, model="m")
+    acc.add(Message(id="m1", role="user", content=user))
+    acc.on_request(
+        ChatRequested(
+            request_id="r1",
+            model="m",
+            messages=(ChatMessage(role="user", content=user),),
+            options=RunnerOptions(num_ctx=8192),
+        )
+    )
+    acc.on_rendered(PromptRendered(request_id="r1", text=text))
+    acc.on_reply(ReplyCompleted(request_id="r1", content="ok", prompt_eval_count=counted))
+    assert acc.factor == 1.0
+    assert acc.extra["m"] == counted - (60 + ROLE_OVERHEAD + PRIMING)
+    assert acc.used() == counted
+    acc.remove(("m1",))  # the anchor goes; the template's part stays
+    acc.add(Message(id="m3", role="user", content="word " * 30))
+    assert acc.used() == 30 + ROLE_OVERHEAD + PRIMING + acc.extra["m"]
