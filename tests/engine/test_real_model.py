@@ -233,6 +233,10 @@ def test_the_kv_cache_llama_cpp_allocated_is_the_one_ollm_fit_computes(server, t
     (ps,) = httpx.get(f"{server.url}/api/ps", timeout=30).json()["models"]
     assert ps["context_length"] == 2048
     show = httpx.post(f"{server.url}/api/show", json={"model": MODEL}, timeout=30).json()
+    assert show["details"]["family"] == "llama" and show["details"]["quantization_level"] == "Q4_1"
+    assert show["capabilities"] == ["completion"]
+    assert show["model_info"]["llama.context_length"] == 8192, "read from the GGUF"
+    assert show["model_info"]["tokenizer.ggml.tokens"] == [], "long arrays empty, as Ollama"
     arch = Architecture.from_model_info(show["model_info"])
     assert ollama_kv_bytes(arch, 2048, "f16") == runner["kv_bytes"], "to the byte"
     fit = ollm("fit", MODEL, "--config", str(cfg), "--host", server.url)

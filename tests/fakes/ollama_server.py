@@ -154,6 +154,7 @@ class Card:
     parameter_size: str
     add_bos: bool = True
     template: str = "{{ .Prompt }}"
+    quantization: str = "Q4_K_M"
 
 
 @dataclass
@@ -436,7 +437,13 @@ class OllamaTestServer:
             {
                 "model_info": card.model_info,
                 "capabilities": list(card.capabilities),
-                "details": {"family": card.family, "format": "gguf"},
+                "details": {
+                    "format": "gguf",
+                    "family": card.family,
+                    "families": [card.family],
+                    "parameter_size": card.parameter_size,
+                    "quantization_level": card.quantization,
+                },
                 "template": card.template,
                 "parameters": "",
             },
