@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from ollm.events import (
     ChatMessage,
     ChatRequested,
@@ -156,3 +159,29 @@ def test_a_rendered_prompt_separates_the_templates_own_tokens_from_the_texts():
     acc.remove(("m1",))  # the anchor goes; the template's part stays
     acc.add(Message(id="m3", role="user", content="word " * 30))
     assert acc.used() == 30 + ROLE_OVERHEAD + PRIMING + acc.extra["m"]
+
+
+def _reference_estimate(text: str) -> int:
+    """The rule as documented, written out by character class (ASCII text)."""
+    import itertools
+
+    def kind(c: str) -> str:
+        if c.isalpha():
+            return "letter"
+        return "space" if c.isspace() else "other"
+
+    count = 0
+    for group, chars in itertools.groupby(text, kind):
+        run = "".join(chars)
+        if group == "letter":
+            count += -(-len(run) // 6)
+        elif group == "space":
+            count += 0 if run == " " else 1
+        else:
+            count += len(run)  # each digit, mark or symbol
+    return count
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=9, max_codepoint=126), max_size=200))
+def test_the_ascii_fast_path_counts_by_the_documented_rule(text):
+    assert estimate_text(text) == _reference_estimate(text)
