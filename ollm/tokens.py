@@ -1,10 +1,12 @@
 """Pure token accounting: estimates, per-model calibration, and the running total.
 
-Until a reply reports Ollama's own counts, a message costs ceil(chars / 4) tokens of content
+Until a reply reports Ollama's own counts, a message costs `estimate_text` of its content
 plus the template's role tokens. Each reply's `prompt_eval_count` then does two things:
-it calibrates the content estimate per model (tokens per estimated token), and it anchors the
-total: the prompt just sent is known exactly, so the next prompt is that exact figure plus
-estimates for what was added since (the reply itself is known exactly from `eval_count`).
+it calibrates the content estimate per model (tokens per estimated token; the first time on
+the prompt as the model's template rendered it, when the server shows it, so the template's
+own tokens are kept apart), and it anchors the total: the prompt just sent is known exactly,
+so the next prompt is that exact figure plus estimates for what was added since (the reply
+itself is known exactly from `eval_count`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from .events import (
     ToolSchema,
 )
 
-CHARS_PER_TOKEN = 4
 ROLE_OVERHEAD = 4
 """Template and role tokens around each message (`<|start|>user\\n … <|end|>`)."""
 PRIMING = 4
@@ -133,7 +134,7 @@ def count_message(
     message: Message | ChatMessage, raw: Callable[[str], int] = estimate_text
 ) -> Counted:
     """The one per-message count: its content and each tool call in raw units (`raw`, the
-    chars/4 estimate unless a cache is given), plus the template's overhead around them."""
+    `estimate_text` unless a cache is given), plus the template's overhead around them."""
     units = raw(message.content)
     overhead = ROLE_OVERHEAD
     for call in message.tool_calls:
@@ -302,7 +303,7 @@ class Accounting:
         ratio = TRUNCATION_RATIO if calibrated else UNCALIBRATED_TRUNCATION_RATIO
         if counted < ratio * estimate and estimate > ratio * sent.window:
             return estimate, counted
-        first = self._reply_fit(sent, reply) if sent.model not in self.factors else None
+        first = None if rendered or calibrated else self._reply_fit(sent, reply)
         if rendered is not None and rendered[1] > 0:
             # The whole prompt as the template wrote it: its markers are a token each, the
             # rest is text like the messages'; what the messages' estimate leaves out of

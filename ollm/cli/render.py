@@ -96,7 +96,7 @@ def stats(status: Status) -> str:
     lines += [
         "",
         f"total: {status.used:,} of {status.limit:,} tokens ({pct(status.used, status.limit)}%), "
-        f"calibration factor {acc.factor:.3f} (tokens per chars/4 estimate) for {status.model}",
+        f"calibration factor {acc.factor:.3f} (tokens per estimated token) for {status.model}",
         f"exact correction from Ollama's last count: {acc.correction:+d} tokens",
         f"count cache: {cache.hits} hits, {cache.misses} misses ({cache.hit_rate:.0%} hit rate)",
         f"usage per turn: {sparkline(list(status.usage_per_turn), status.limit)}",

@@ -263,7 +263,7 @@ class CompressorActor(Actor[Followed]):
     ) -> None:
         self.job = None
         new_context = render_context(summary, pinned)
-        # Estimates in chars/4, scaled to the calibrated usage they add up to.
+        # Estimates before calibration, scaled to the calibrated usage they add up to.
         estimated = sum(message_tokens(m) for m in self.conversation.prompt_messages())
         scale = job.used_before / estimated if estimated else 1.0
         after_estimate = (
