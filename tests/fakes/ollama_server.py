@@ -1,17 +1,25 @@
 """An Ollama-compatible test server: real HTTP/1.1 on 127.0.0.1, Ollama's wire format.
 
-- `/api/version`, `/api/tags`, `/api/show`, `/api/ps`, `/api/chat` (NDJSON streaming or not);
-- a deterministic tokenizer and a llama3-like chat template, so `prompt_eval_count` counts
-  template and role tokens the way a real server does (not the way ollm estimates);
-- Ollama's overflow behaviour: with `truncate` absent or true, drop the oldest messages
-  keeping every system message and the last one; with `truncate: false`, HTTP 400 (the
-  llama-server JSON-inside-JSON error by default);
-- runner options (`num_ctx`, …) remembered per loaded model: a change is a reload, counted
-  and visible in `/api/ps`;
-- every request recorded (`requests`), and faults on demand (`fault(...)`), also over HTTP
-  (`POST /_test/fault`, `GET /_test/requests`) for a server in another process.
+Ollama's side lives here (`OllamaTestServer`); the model behind it is an `Engine`: the fake
+one below (a deterministic tokenizer and a llama3-like template, so `prompt_eval_count`
+counts template and role tokens the way a real server does, not the way ollm estimates), or
+a real model through llama.cpp (`tests.engine.llama_engine`).
 
-Run alone: `python -m tests.fakes.ollama_server [--port N]` (prints the URL).
+- `/api/version`, `/api/tags`, `/api/show`, `/api/ps`, `/api/chat` (NDJSON streaming or not,
+  and `_debug_render_only`);
+- Ollama's overflow behaviour: stage A (with `truncate` absent or true, drop the oldest
+  messages, keeping every system message and the last one, against `num_ctx` capped at the
+  trained length); then a prompt of `num_ctx` tokens or more is refused with llama-server's
+  400 on the native path (the default) or cut to about half the window on the Go-template
+  path (`path="go"`); `truncate: false` is always the 400; one request runs at a time;
+- runner options (`num_ctx`, …) remembered per loaded model: a change is a reload, counted
+  and visible in `/api/ps` (with the engine's real allocation);
+- every request recorded (`requests`: body, the prompt's real size, status, reply, final
+  chunk), and faults on demand (`fault(...)`), also over HTTP (`POST /_test/fault`,
+  `GET /_test/requests`, `GET /_test/runners`) for a server in another process.
+
+Run alone: `python -m tests.fakes.ollama_server [--gguf PATH] [--path go|native]` (prints the
+URL; with `--gguf`, the model is served through llama.cpp).
 """
 
 from __future__ import annotations
