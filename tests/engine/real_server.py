@@ -55,8 +55,13 @@ class RealServer:
 
 
 def start(gguf: Path, *args: str) -> RealServer:
+    """The server on the Go-template path (Ollama's default for its own models): an
+    over-long prompt without `truncate: false` is cut to about half the window."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.ollama_server", "--gguf", str(gguf), *args],
+        [
+            sys.executable,
+            *("-m", "tests.fakes.ollama_server", "--gguf", str(gguf), "--path", "go", *args),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -852,7 +852,10 @@ def main() -> None:
     parser.add_argument("--name", default="smollm2:135m", help="the model's name (with --gguf)")
     parser.add_argument("--kv-type", default="f16", help="the KV cache type (with --gguf)")
     parser.add_argument(
-        "--path", choices=("native", "go"), default="go", help="how an over-long prompt is met"
+        "--path",
+        choices=("native", "go"),
+        default="native",
+        help="how an over-long prompt is met: refused (native) or cut to half the window (go)",
     )
     args = parser.parse_args()
 
