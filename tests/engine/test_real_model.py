@@ -156,6 +156,9 @@ def test_a_ten_turn_chat_at_1024_compresses_under_real_summaries_and_keeps_every
         assert message.replace("\n", " ") in last_user, "each message went out as a turn"
     pre = [e for e in events if isinstance(e, SnapshotCreated) and e.reason == "pre-compression"]
     assert len(pre) >= len(compressions), "a snapshot before every compression"
+    print(
+        f"10 turns: {len(compressions)} compressions, prompts {[c['prompt_tokens'] for c in chats]}"
+    )
 
 
 def test_an_overflow_the_estimate_missed_is_cut_back_and_retried_and_loses_nothing(
@@ -178,6 +181,9 @@ def test_an_overflow_the_estimate_missed_is_cut_back_and_retried_and_loses_nothi
     assert retried["body"]["messages"][-1]["content"] == EMOJI * 52, "the message went out"
     saved = [e for e in events if isinstance(e, SnapshotCreated)]
     assert any(s.messages >= 7 for s in saved), "the dropped turns are in a snapshot"
+    print(
+        f"overflow: refused at {refused[0]['prompt_tokens']}, retried at {retried['prompt_tokens']}"
+    )
 
 
 def test_a_one_shot_that_cannot_fit_exits_5_with_one_sentence(server, tmp_path):
