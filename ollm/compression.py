@@ -8,10 +8,12 @@ Strategies:
 - hybrid (default): summarize the old part, keep the newest `preserve_recent` tokens verbatim.
 
 One rolling summary: the previous summary is folded into the next, so there is never more
-than one summary block. Before summarizing, anchors (paths, identifiers, numbers with units,
-URLs, error codes, the user's "always/never/don't" instructions) are collected from the span;
-any the summary lost are pinned verbatim in the pinned-facts block that later compressions
-keep. A summary that is empty or not shorter than what it replaces is refused.
+than one summary block. Every compression (truncation too) adds the anchors of the span it
+covers (`ollm.anchors`: paths, ids, hashes, versions, hosts, numbers with units, URLs, error
+codes, the user's instructions) to the ledger; the pinned block is then every ledger anchor
+the new summary does not carry verbatim, best rank first, within a share of `num_ctx`. A
+summary is refused when it is empty, cut off, not smaller than what it replaces, or mostly
+an echo of the instructions and the anchor list.
 """
 
 from __future__ import annotations
@@ -20,124 +22,31 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from .anchors import collect, merge, pins
 from .config import Strategy
-from .conversation import first_kept, turn_tokens, turns
-from .events import ChatMessage, Message
+from .conversation import (
+    PINNED_HEADER,
+    SUMMARY_HEADER,
+    first_kept,
+    render_context,
+    turn_tokens,
+    turns,
+)
+from .events import Anchor, ChatMessage, Message
 from .tokens import estimate_text
 
-MAX_PINNED = 60
+PIN_SHARE = 0.08
+"""The pinned block never exceeds this share of num_ctx…"""
+PIN_FLOOR = 48
+"""…nor is it given less than this many tokens."""
+ECHO_SHARE = 0.5
+"""A summary whose own words are mostly the request's instructions is an echo."""
+MAX_REQUIRED = 40
+"""The summary request lists at most this many anchors to keep (the best ranked)."""
 PRESERVE_SHARE = 0.40
 """The verbatim tail never exceeds this share of num_ctx (small windows)."""
 SUMMARY_SHARE = 0.15
 """Nor the summary this share."""
-
-_URL = re.compile(r"https?://[^\s)>\]\"']+")
-_CODE = re.compile(r"`([^`\n]{2,60})`")
-_UNITS = frozenset(
-    [
-        "ms",
-        "s",
-        "min",
-        "h",
-        "KB",
-        "KiB",
-        "MB",
-        "MiB",
-        "GB",
-        "GiB",
-        "TB",
-        "tokens",
-        "%",
-        "px",
-        "°C",
-        "Hz",
-        "MHz",
-        "GHz",
-    ]
-)
-_QUANTITY = re.compile(r"\d+(?:\.\d+)?(?:" + "|".join(map(re.escape, sorted(_UNITS))) + ")")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_PATH = re.compile(r"(?:[\w.-]+/)+[\w.-]+\.[A-Za-z0-9]{1,8}")
-_FILE = re.compile(
-    r"[\w-]+\.(?:py|rs|go|ts|js|tsx|jsx|md|json|yaml|yml|toml|txt|c|h|cpp|java|sh|sql|cfg|ini)"
-)
-_CONSTANT = re.compile(r"[A-Z][A-Z0-9]*_[A-Z0-9_]+")  # COMPILE_ERR_404
-_SNAKE = re.compile(r"[a-z]+(?:_[a-z0-9]+)+")
-_CAMEL = re.compile(r"[a-z]+(?:[A-Z][a-z0-9]+)+|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)+")
-_ERROR_CODE = re.compile(r"(?:E|ERR|HTTP|RFC|CVE)-?\d{2,}(?:-\d+)?")
-_EDGES = "()[]{}<>\"',;:!?*"
-_DIRECTIVES = ("always", "never", "don't", "do not", "must", "avoid")
-_SENTENCE_END = ".!?\n"
-
-
-def instructions(text: str) -> list[str]:
-    """The user's standing instructions: sentences with always/never/don't/must/avoid.
-
-    Found by plain substring search, then widened to the sentence: linear in the text.
-    """
-    lowered = text.lower()
-    spans: set[tuple[int, int]] = set()
-    for word in _DIRECTIVES:
-        at = lowered.find(word)
-        while at != -1:
-            before = lowered[at - 1] if at else " "
-            after = lowered[at + len(word)] if at + len(word) < len(lowered) else " "
-            if not before.isalnum() and not after.isalnum():
-                start = max(text.rfind(c, 0, at) for c in _SENTENCE_END) + 1
-                ends = [e for e in (text.find(c, at) for c in _SENTENCE_END) if e != -1]
-                end = min(ends) + 1 if ends else len(text)
-                spans.add((start, end))
-            at = lowered.find(word, at + 1)
-    return [text[a:b].strip() for a, b in sorted(spans)]
-
-
-def _word_anchors(text: str) -> list[str]:
-    words = text.split()
-    found: list[str] = []
-    for index, raw in enumerate(words):
-        word = raw.strip(_EDGES).rstrip(".")
-        if len(word) < 2:
-            continue
-        first = word[0]
-        if first.isdigit():
-            if _QUANTITY.fullmatch(word):
-                found.append(word)
-            elif index + 1 < len(words) and _NUMBER.fullmatch(word):
-                unit = words[index + 1].strip(_EDGES).rstrip(".")
-                if unit in _UNITS:
-                    found.append(f"{word} {unit}")
-            continue
-        if "/" in word or "." in word:
-            if ("/" in word and _PATH.fullmatch(word)) or _FILE.fullmatch(word):
-                found.append(word)
-            continue
-        if "_" in word:
-            if _CONSTANT.fullmatch(word) or _SNAKE.fullmatch(word):
-                found.append(word)
-            continue
-        mixed_case = not (word.islower() or word.isupper())
-        if (first in "EHRC" and _ERROR_CODE.fullmatch(word)) or (
-            mixed_case and _CAMEL.fullmatch(word)
-        ):
-            found.append(word)
-    return found
-
-
-def anchors(messages: Sequence[Message]) -> list[str]:
-    """What a summary of `messages` must not lose (paths, identifiers, numbers with units,
-    URLs, error codes, the user's instructions), in order of appearance, without repeats."""
-    found: dict[str, None] = {}
-    for message in messages:
-        text = message.content
-        candidates = [m.group(0).rstrip(".,;:") for m in _URL.finditer(text)]
-        candidates += [m.group(1).strip() for m in _CODE.finditer(text)]
-        candidates += [w for w in _word_anchors(text) if not w.startswith(("http://", "https://"))]
-        if message.role == "user":
-            candidates += instructions(text)
-        for candidate in candidates:
-            if len(candidate) >= 2:
-                found.setdefault(candidate, None)
-    return list(found)
 
 
 @dataclass(frozen=True)
@@ -148,7 +57,8 @@ class Plan:
     kept: tuple[Message, ...]
     original_tokens: int
     covered_tokens: int
-    anchors: tuple[str, ...] = ()
+    anchors: tuple[Anchor, ...] = ()
+    """The anchors of the covered messages (the ledger gains them)."""
 
     @property
     def covered_ids(self) -> tuple[str, ...]:
@@ -185,7 +95,7 @@ def plan(
         kept=kept,
         original_tokens=sum(sizes),
         covered_tokens=covered_tokens,
-        anchors=tuple(anchors(covered)) if strategy != "truncate" else (),
+        anchors=tuple(collect(covered)),
     )
 
 
@@ -238,48 +148,120 @@ def summary_messages(
     )
 
 
+def pin_budget(num_ctx: int) -> int:
+    """Tokens the pinned block may take."""
+    return max(PIN_FLOOR, int(PIN_SHARE * num_ctx))
+
+
+def required(ledger: Sequence[Anchor]) -> list[str]:
+    """The anchors a summary request asks to keep verbatim: the best ranked, earliest first."""
+    order = sorted(range(len(ledger)), key=lambda i: (ledger[i].rank, i))
+    return [ledger[i].text for i in order[:MAX_REQUIRED]]
+
+
 @dataclass(frozen=True)
 class Outcome:
     summary: str
     pinned: tuple[str, ...]
-    missing: tuple[str, ...] = field(default=())
+    ledger: tuple[Anchor, ...] = ()
+    repinned: tuple[str, ...] = field(default=())
+    """Ledger anchors the new summary lost (pinned again)."""
+    unpinned: tuple[str, ...] = field(default=())
+    """Ledger anchors in neither the summary nor the pinned block (it is full)."""
 
 
 class SummaryRejected(ValueError):
     """The summary cannot be used; `str()` says why in a few words."""
 
 
-def accept_summary(text: str, plan_: Plan, previous: str, pinned: Sequence[str]) -> Outcome:
-    """Check a summary and pin what it lost.
+def settle(summary: str, ledger: tuple[Anchor, ...], num_ctx: int, before: str = "") -> Outcome:
+    """The pinned block for `summary`: the ledger's anchors it lacks, within the budget.
+    `before` is the summary being replaced (what it carried, the new one may have lost)."""
+    pinned = pins(ledger, summary, pin_budget(num_ctx))
+    held = {a.text for a in pinned}
+    lacking = [a.text for a in ledger if a.text not in summary]
+    return Outcome(
+        summary=summary,
+        pinned=tuple(a.text for a in pinned),
+        ledger=ledger,
+        repinned=tuple(t for t in lacking if t in held and t in before),
+        unpinned=tuple(t for t in lacking if t not in held),
+    )
+
+
+def _own_words(summary: str, ledger: Sequence[Anchor]) -> list[str]:
+    """The summary's words once the anchors and the block headers are taken out."""
+    text = summary
+    for anchor in sorted((a.text for a in ledger), key=len, reverse=True):
+        text = text.replace(anchor, " ")
+    for header in (SUMMARY_HEADER, PINNED_HEADER):
+        text = text.replace(header, " ")
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _echo_share(words: list[str], request_text: str) -> float:
+    """The share of the summary's word trigrams that stand in the request's own text."""
+    if len(words) < 3:
+        return 1.0
+    request = re.findall(r"[a-z0-9']+", request_text.lower())
+    known = {tuple(request[i : i + 3]) for i in range(len(request) - 2)}
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return sum(g in known for g in grams) / len(grams)
+
+
+def clean_summary(text: str) -> str:
+    """The summary without the block headers a model may echo (one block, never two)."""
+    lines = [
+        line
+        for line in text.strip().splitlines()
+        if line.strip() not in (SUMMARY_HEADER, PINNED_HEADER)
+    ]
+    return "\n".join(lines).strip()
+
+
+def accept_summary(
+    text: str,
+    plan_: Plan,
+    previous: str,
+    ledger: Sequence[Anchor],
+    num_ctx: int,
+    *,
+    done_reason: str = "stop",
+    previous_context: str = "",
+) -> Outcome:
+    """Check a summary, add the span's anchors to the ledger and pin what it lacks.
 
     Raises:
-        SummaryRejected: empty, or not shorter than what it replaces.
+        SummaryRejected: empty, cut off, not smaller than what it replaces (the summary with
+            its pinned block against the covered messages and the old block), or mostly an
+            echo of the request's instructions and anchor list.
     """
-    summary = text.strip()
+    summary = clean_summary(text)
     if not summary:
         raise SummaryRejected("the summary came back empty")
-    replaced = plan_.covered_tokens + estimate_text(previous)
-    if estimate_text(summary) >= replaced:
+    if done_reason == "length":
+        raise SummaryRejected("the summary was cut off at its length limit")
+    merged = merge(ledger, plan_.anchors)
+    words = _own_words(summary, merged)
+    instructions = SUMMARY_INSTRUCTIONS + "\n" + "\n".join(required(merged))
+    if _echo_share(words, instructions) >= ECHO_SHARE:
+        raise SummaryRejected("the summary mostly repeats the instructions and the anchor list")
+    outcome = settle(summary, merged, num_ctx, before=previous)
+    old_block = previous_context or render_context(previous, ())
+    replaced = plan_.covered_tokens + estimate_text(old_block)
+    new_block = estimate_text(render_context(outcome.summary, outcome.pinned))
+    if new_block >= replaced:
         raise SummaryRejected(
-            f"the summary ({estimate_text(summary)} tokens) is not shorter than what it "
-            f"replaces ({replaced} tokens)"
+            f"the summary ({new_block} tokens with its pinned facts) is not smaller than what "
+            f"it replaces ({replaced} tokens)"
         )
-    missing = tuple(a for a in plan_.anchors if a not in summary and a not in pinned)
-    return Outcome(summary=summary, pinned=_cap((*pinned, *missing)), missing=missing)
+    return outcome
 
 
-def truncation_pins(plan_: Plan, pinned: Sequence[str]) -> tuple[str, ...]:
-    """Truncation keeps the user's standing instructions from the dropped turns."""
-    found = []
-    for message in plan_.covered:
-        if message.role == "user":
-            found += instructions(message.content)
-    return _cap((*pinned, *(f for f in found if f not in pinned)))
-
-
-def _cap(items: Sequence[str]) -> tuple[str, ...]:
-    unique = list(dict.fromkeys(i for i in items if i))
-    return tuple(unique[-MAX_PINNED:])
+def truncated(plan_: Plan, summary: str, ledger: Sequence[Anchor], num_ctx: int) -> Outcome:
+    """Truncation keeps the ledger and the user's rules exactly as summarizing does: the
+    span's anchors join the ledger, and the pinned block is what the summary lacks."""
+    return settle(summary, merge(ledger, plan_.anchors), num_ctx, before=summary)
 
 
 @dataclass(frozen=True)
@@ -320,12 +302,13 @@ async def compress(
     *,
     summarize: Summarizer | None = None,
     previous_summary: str = "",
-    pinned: Sequence[str] = (),
+    ledger: Sequence[Anchor] = (),
+    num_ctx: int = 8192,
     preserve_tokens: int = 4096,
     summary_tokens: int = 1024,
 ) -> tuple[tuple[Message, ...], Outcome] | None:
-    """Compress `messages` outside the bus: returns the messages kept and the new summary and
-    pinned facts (None when nothing can be compressed).
+    """Compress `messages` outside the bus: returns the messages kept and the new summary,
+    ledger and pinned facts (None when nothing can be compressed).
 
     Raises:
         SummaryRejected: the summary is unusable; nothing was changed.
@@ -334,9 +317,11 @@ async def compress(
     if found is None:
         return None
     if strategy == "truncate" or summarize is None:
-        return found.kept, Outcome(summary=previous_summary, pinned=truncation_pins(found, pinned))
+        return found.kept, truncated(found, previous_summary, ledger, num_ctx)
+    merged = merge(ledger, found.anchors)
+    pinned = pins(merged, previous_summary, pin_budget(num_ctx))
     request = summary_messages(
-        found.covered, previous_summary, pinned, found.anchors, summary_tokens
+        found.covered, previous_summary, [a.text for a in pinned], required(merged), summary_tokens
     )
     text = await summarize(request, summary_tokens)
-    return found.kept, accept_summary(text, found, previous_summary, pinned)
+    return found.kept, accept_summary(text, found, previous_summary, ledger, num_ctx)

@@ -17,6 +17,7 @@ from msgspec.structs import replace
 from actors import LogContents
 
 from .events import (
+    Anchor,
     ChatMessage,
     ChatRequested,
     CompressionCompleted,
@@ -53,6 +54,7 @@ class Conversation:
     system_prompt: str = ""
     summary: str = ""
     pinned: tuple[str, ...] = ()
+    ledger: tuple[Anchor, ...] = ()
     messages: list[Message] = field(default_factory=list)
     next_message: int = 1
     next_request: int = 1
@@ -63,6 +65,7 @@ class Conversation:
             system_prompt=state.system_prompt,
             summary=state.summary,
             pinned=state.pinned,
+            ledger=state.ledger,
             messages=list(state.messages),
             next_message=state.next_message,
             next_request=state.next_request,
@@ -73,6 +76,7 @@ class Conversation:
             system_prompt=self.system_prompt,
             summary=self.summary,
             pinned=self.pinned,
+            ledger=self.ledger,
             messages=tuple(self.messages),
             next_message=self.next_message,
             next_request=self.next_request,
@@ -142,14 +146,19 @@ class Conversation:
             case ContextCleared(keep_summary=keep):
                 self.messages.clear()
                 if not keep:
-                    self.summary, self.pinned = "", ()
+                    self.summary, self.pinned, self.ledger = "", (), ()
             case CompressionCompleted(covered_ids=covered, summary=summary, pinned=pinned):
                 gone = set(covered)
                 self.messages = [m for m in self.messages if m.id not in gone]
                 self.summary, self.pinned = summary, pinned
+                self.ledger = event.ledger or self.ledger
             case ContextReduced(removed_ids=removed):
                 gone = set(removed)
                 self.messages = [m for m in self.messages if m.id not in gone]
+                if event.ledger is not None:
+                    self.ledger = event.ledger
+                if event.pinned is not None:
+                    self.pinned = event.pinned
             case ChatRequested(request_id=request_id):
                 self.next_request = max(self.next_request, _number(request_id) + 1)
             case _:

@@ -99,12 +99,22 @@ class DeviceReading(Struct, frozen=True, kw_only=True):
     exact: bool = True
 
 
+class Anchor(Struct, frozen=True, kw_only=True):
+    """Text a compression must keep verbatim, and how much it matters (`ollm.anchors`:
+    0 the user's instruction, 1 a fact the user stated, 2 pasted material, 3 a reply)."""
+
+    text: str
+    rank: int = 1
+
+
 class ConversationState(Struct, frozen=True, kw_only=True):
     """A conversation as a value: what a snapshot or a resumed session restores."""
 
     system_prompt: str = ""
     summary: str = ""
     pinned: tuple[str, ...] = ()
+    ledger: tuple[Anchor, ...] = ()
+    """Every anchor a compression had to keep; `pinned` is the part the summary lacks."""
     messages: tuple[Message, ...] = ()
     next_message: int = 1
     next_request: int = 1
@@ -364,6 +374,9 @@ class ContextReduced(Event, frozen=True, kw_only=True, tag="context.reduced"):
     reason: str
     tokens_before: int = 0
     tokens_after: int = 0
+    ledger: tuple[Anchor, ...] | None = None
+    """With the removed messages' anchors added (None: unchanged)."""
+    pinned: tuple[str, ...] | None = None
 
 
 class UsageChanged(Event, frozen=True, kw_only=True, tag="usage.changed"):
@@ -483,6 +496,11 @@ class CompressionCompleted(Event, frozen=True, kw_only=True, tag="compress.compl
     ratio: float
     snapshot_id: str = ""
     """The pre-compression snapshot: restoring it undoes this compression."""
+    ledger: tuple[Anchor, ...] = ()
+    repinned: tuple[str, ...] = ()
+    """Ledger anchors the new summary lost, pinned verbatim."""
+    unpinned: tuple[str, ...] = ()
+    """Ledger anchors neither the summary nor the (full) pinned block carries."""
 
 
 class CompressionFailed(Event, frozen=True, kw_only=True, tag="compress.failed"):

@@ -15,14 +15,18 @@ from dataclasses import dataclass, replace
 
 from actors import Actor, Context
 
+from ..anchors import merge, pins
 from ..compression import (
+    Outcome,
     Plan,
     SummaryRejected,
     accept_summary,
     budgets,
+    pin_budget,
     plan,
+    required,
     summary_messages,
-    truncation_pins,
+    truncated,
 )
 from ..config import CompressionSettings, Strategy
 from ..conversation import Conversation, render_context
@@ -150,7 +154,7 @@ class CompressorActor(Actor[Followed]):
                         sticky=False,
                     )
             case ReplyCompleted(request_id=rid) if job and rid == job.request_id:
-                await self._summarized(ctx, job, event.content)
+                await self._summarized(ctx, job, event.content, event.done_reason)
             case ReplyFailed(request_id=rid) if job and rid == job.request_id:
                 await self._fail(
                     ctx, job, f"the summary request failed: {event.message}", sticky=True
@@ -216,14 +220,16 @@ class CompressorActor(Actor[Followed]):
         _, summary_budget = budgets(
             self.num_ctx, self.policy.preserve_recent, self.policy.summary_max_tokens
         )
+        ledger = merge(self.conversation.ledger, job.plan.anchors)
+        pinned = pins(ledger, self.conversation.summary, pin_budget(self.num_ctx))
         request = ChatRequested(
             request_id=f"{job.ref}-summary",
             model=self.model.model,
             messages=summary_messages(
                 job.plan.covered,
                 self.conversation.summary,
-                self.conversation.pinned,
-                job.plan.anchors,
+                [a.text for a in pinned],
+                required(ledger),
                 summary_budget,
             ),
             options=runner_options(self.num_ctx),
@@ -237,31 +243,38 @@ class CompressorActor(Actor[Followed]):
     async def _truncate_now(self, ctx: Context, job: Job) -> None:
         """An emergency joined a running summary: truncate instead, now (or, while the
         pre-compression snapshot is still being saved, as soon as it is)."""
-        job.plan = replace(job.plan, strategy="truncate", anchors=())
+        job.plan = replace(job.plan, strategy="truncate")
         if job.request_id:
             await ctx.publish(CancelRequested(request_id=job.request_id))
             job.request_id = ""
             await self._truncate(ctx, job)
 
     async def _truncate(self, ctx: Context, job: Job) -> None:
-        """Complete `job` without a summary: the old summary stays, instructions are pinned."""
-        pinned = truncation_pins(job.plan, self.conversation.pinned)
-        await self._complete(ctx, job, self.conversation.summary, pinned)
+        """Complete `job` without a summary: the old summary stays; the span's anchors join
+        the ledger and the pinned block, exactly as a summary's would."""
+        conversation = self.conversation
+        outcome = truncated(job.plan, conversation.summary, conversation.ledger, self.num_ctx)
+        await self._complete(ctx, job, outcome)
 
-    async def _summarized(self, ctx: Context, job: Job, text: str) -> None:
+    async def _summarized(self, ctx: Context, job: Job, text: str, done_reason: str) -> None:
         try:
             outcome = accept_summary(
-                text, job.plan, self.conversation.summary, self.conversation.pinned
+                text,
+                job.plan,
+                self.conversation.summary,
+                self.conversation.ledger,
+                self.num_ctx,
+                done_reason=done_reason,
+                previous_context=job.context_before,
             )
         except SummaryRejected as exc:
             await self._fail(ctx, job, f"the summary was discarded: {exc}", sticky=True)
             return
-        await self._complete(ctx, job, outcome.summary, outcome.pinned)
+        await self._complete(ctx, job, outcome)
 
-    async def _complete(
-        self, ctx: Context, job: Job, summary: str, pinned: tuple[str, ...]
-    ) -> None:
+    async def _complete(self, ctx: Context, job: Job, outcome: Outcome) -> None:
         self.job = None
+        summary, pinned = outcome.summary, outcome.pinned
         new_context = render_context(summary, pinned)
         # Estimates before calibration, scaled to the calibrated usage they add up to.
         estimated = sum(message_tokens(m) for m in self.conversation.prompt_messages())
@@ -284,6 +297,9 @@ class CompressorActor(Actor[Followed]):
             compressed_tokens=after,
             ratio=ratio,
             snapshot_id=job.snapshot_id,
+            ledger=outcome.ledger,
+            repinned=outcome.repinned,
+            unpinned=outcome.unpinned,
         )
         self.conversation.apply(done)
         await ctx.publish(done)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 
 from actors import Actor, Context
 
+from ..anchors import collect, merge
+from ..compression import settle
 from ..config import Settings
 from ..conversation import Conversation, turns
 from ..events import (
@@ -401,7 +403,13 @@ class SessionActor(Actor[Accepted]):
         """Take `removed` out of the context (a snapshot first, so it stays restorable), say
         so, and send the turn's request on the usage that follows."""
         await ctx.publish(SnapshotRequested(reason="auto"), causation=causation)
-        reduced = ContextReduced(removed_ids=removed, reason=text, tokens_before=before)
+        gone = set(removed)
+        dropped = [m for m in self.conversation.messages if m.id in gone]
+        ledger = merge(self.conversation.ledger, collect(dropped))
+        kept = settle(self.conversation.summary, ledger, self.num_ctx).pinned
+        reduced = ContextReduced(
+            removed_ids=removed, reason=text, tokens_before=before, ledger=ledger, pinned=kept
+        )
         self.phase = AwaitingUsage(await self._emit(ctx, reduced, causation), turn)
         await self._tell(ctx, "warning", text, causation)
 

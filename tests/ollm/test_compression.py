@@ -6,10 +6,10 @@ import pytest
 
 from actors import ChildSpec
 from actors.testing import open_harness
+from ollm.anchors import collect
 from ollm.compression import (
     SummaryRejected,
     accept_summary,
-    anchors,
     compress,
     estimate_compression,
     plan,
@@ -95,7 +95,7 @@ def test_hybrid_keeps_the_newest_preserve_window_verbatim_and_tool_pairs_whole()
 
 
 def test_anchors_are_collected_from_the_span():
-    found = anchors([Message(id="m1", role="user", content=" ".join(ANCHORED))])
+    found = [a.text for a in collect([Message(id="m1", role="user", content=" ".join(ANCHORED))])]
     for expected in [
         "src/server/handlers.py",
         "COMPILE_ERR_404",
@@ -115,7 +115,7 @@ async def test_anchors_a_summary_lost_are_pinned_verbatim():
         return "The user asked for help with a server and some configuration."
 
     kept, outcome = await compress(messages, "hybrid", summarize=forgetful, preserve_tokens=300)  # type: ignore[misc]
-    every = anchors([m for m in messages if m not in kept])
+    every = [a.text for a in collect([m for m in messages if m not in kept])]
     assert every
     for anchor in every:
         assert anchor in outcome.summary or anchor in outcome.pinned
@@ -126,9 +126,11 @@ async def test_rejected_summaries_change_nothing():
     found = plan(messages, "hybrid", preserve_tokens=300)
     assert found is not None
     with pytest.raises(SummaryRejected, match="empty"):
-        accept_summary("   ", found, "", ())
-    with pytest.raises(SummaryRejected, match="not shorter"):
-        accept_summary("x" * 100_000, found, "", ())
+        accept_summary("   ", found, "", (), 8192)
+    with pytest.raises(SummaryRejected, match="not smaller"):
+        accept_summary("word " * 100_000, found, "", (), 8192)
+    with pytest.raises(SummaryRejected, match="cut off"):
+        accept_summary("The user works on a server.", found, "", (), 8192, done_reason="length")
 
 
 def test_estimate_compression_without_the_bus():
