@@ -61,16 +61,17 @@ _RECOGNISERS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"(?<![\w.@/-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+"
             r"(?:com|org|net|io|dev|internal|local|lan|corp|cloud|ai|app|example|test)"
-            r"(?::\d{1,5})?(?![\w.-])"
+            r"(?::\d{1,5})?(?![\w-]|\.\w)"
             r"|\blocalhost:\d{1,5}\b"
+            r"|\bip-\d{1,3}(?:-\d{1,3}){3}\b"
         ),
     ),
     ("port", re.compile(r"\bport \d{2,5}\b")),
-    ("ticket", re.compile(r"\b[A-Z][A-Z0-9]{1,9}-\d{1,7}\b")),
     (
         "error code",
         re.compile(r"\b(?:[A-Z][A-Z0-9]*_)+[A-Z0-9]+\b|\b(?:E|ERR|HTTP|CVE)-?\d{2,}(?:-\d+)?\b"),
     ),
+    ("ticket", re.compile(r"\b[A-Z][A-Z0-9]{1,9}-\d{1,7}\b")),
     ("version", re.compile(r"(?<![\w.])v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?(?![\w.])")),
     ("hash", re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")),
     ("quantity", re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:" + _UNITS + r")(?![\w/])")),
@@ -142,8 +143,10 @@ def collect(messages: Sequence[Message]) -> list[Anchor]:
         for value in found:
             best[value] = min(best.get(value, rank), rank)
         if message.role == "user":
+            # A rule in pasted material is the material's, not the user's standing rule.
+            rule_rank = INSTRUCTION if rank == STATED else PASTED
             for rule in instructions(message.content):
-                best[rule] = INSTRUCTION
+                best[rule] = min(best.get(rule, rule_rank), rule_rank)
     return [Anchor(text=text, rank=rank) for text, rank in best.items()]
 
 
@@ -161,13 +164,21 @@ def merge(ledger: Sequence[Anchor], new: Iterable[Anchor]) -> tuple[Anchor, ...]
     return tuple(merged)
 
 
+def by_priority(ledger: Sequence[Anchor]) -> list[tuple[int, Anchor]]:
+    """(position, anchor), most important first: what the user said (rules and stated facts
+    alike, the earliest first), then pasted material, then the replies'."""
+    order = sorted(range(len(ledger)), key=lambda i: (max(ledger[i].rank, STATED), i))
+    return [(i, ledger[i]) for i in order]
+
+
 def pins(ledger: Sequence[Anchor], summary: str, budget_tokens: int) -> tuple[Anchor, ...]:
-    """The pinned block: every ledger anchor the summary does not carry verbatim, best rank
-    first and, within a rank, the earliest first, as many as `budget_tokens` holds."""
-    missing = [(a.rank, i, a) for i, a in enumerate(ledger) if a.text not in summary]
+    """The pinned block: the ledger anchors the summary does not carry verbatim, by
+    priority, as many as `budget_tokens` holds, in the ledger's order."""
     chosen: list[tuple[int, Anchor]] = []
     used = 0
-    for _rank, index, anchor in sorted(missing, key=lambda m: (m[0], m[1])):
+    for index, anchor in by_priority(ledger):
+        if anchor.text in summary:
+            continue
         cost = estimate_text(anchor.text) + PIN_OVERHEAD
         if used + cost > budget_tokens:
             continue

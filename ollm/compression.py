@@ -22,7 +22,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from .anchors import collect, merge, pins
+from .anchors import by_priority, collect, merge, pins
 from .config import Strategy
 from .conversation import (
     PINNED_HEADER,
@@ -154,9 +154,8 @@ def pin_budget(num_ctx: int) -> int:
 
 
 def required(ledger: Sequence[Anchor]) -> list[str]:
-    """The anchors a summary request asks to keep verbatim: the best ranked, earliest first."""
-    order = sorted(range(len(ledger)), key=lambda i: (ledger[i].rank, i))
-    return [ledger[i].text for i in order[:MAX_REQUIRED]]
+    """The anchors a summary request asks to keep verbatim, the most important first."""
+    return [anchor.text for _index, anchor in by_priority(ledger)[:MAX_REQUIRED]]
 
 
 @dataclass(frozen=True)

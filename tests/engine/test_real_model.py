@@ -111,7 +111,7 @@ def journal() -> list[Any]:
 def is_summary(chat: dict[str, Any]) -> bool:
     """A summary request (the last may be cut short when the session ends)."""
     first = chat["body"]["messages"][0]
-    return first["role"] == "system" and first["content"] == SUMMARY_INSTRUCTIONS.format(
+    return bool(first["role"] == "system") and first["content"] == SUMMARY_INSTRUCTIONS.format(
         budget=chat["body"]["options"]["num_predict"]
     )
 
