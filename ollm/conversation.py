@@ -9,7 +9,7 @@ replays its log through it, so both always agree.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from msgspec.structs import replace
@@ -37,6 +37,12 @@ SYSTEM_ID = "system"
 CONTEXT_ID = "context"
 PINNED_HEADER = "Pinned facts (kept verbatim from earlier in this conversation):"
 SUMMARY_HEADER = "Summary of the earlier conversation:"
+
+
+def summary_blocks(contents: Iterable[str]) -> int:
+    """How many summary blocks a prompt holds: every summary header counts, wherever it
+    stands (a summary echoed inside another is a second block)."""
+    return sum(content.count(SUMMARY_HEADER) for content in contents)
 
 
 def render_context(summary: str, pinned: tuple[str, ...]) -> str:
