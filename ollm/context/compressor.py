@@ -7,6 +7,11 @@ result replaces only the messages it covered. Priority: emergency > user > autom
 request while one runs joins it (an emergency turns a running summary into a truncation). A
 failed, empty, inflated or cancelled summary changes nothing, and automatic compression then
 truncates until the user asks again.
+
+The user's turn goes first: a server often runs one request at a time (Ollama's default
+`OLLAMA_NUM_PARALLEL=1`), so a chat request sent while a summary is generating cancels the
+summary (the server drops it at once) and the compression runs again after that turn's
+reply. A turn never waits behind a summary for more than the cancellation takes.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class Job:
 
 Followed = (
     SessionOpened
+    | ChatRequested
     | ModelSelected
     | ContextSizeChosen
     | UsageChanged
@@ -95,6 +101,7 @@ Followed = (
 class CompressorActor(Actor[Followed]):
     accepts = (
         SessionOpened,
+        ChatRequested,
         ModelSelected,
         ContextSizeChosen,
         UsageChanged,
@@ -125,6 +132,8 @@ class CompressorActor(Actor[Followed]):
         self.truncate_only = False
         """After a failed summary, automatic compressions truncate until the user asks."""
         self.count = 0
+        self.after_turn: tuple[str, CompressReason] | None = None
+        """A compression put off for this chat request: it runs again after its reply."""
 
     async def handle(self, event: Followed, ctx: Context) -> None:
         job = self.job
@@ -140,6 +149,8 @@ class CompressorActor(Actor[Followed]):
                 self.used = used
             case CompressRequested(reason=reason):
                 await self._requested(ctx, reason)
+            case ChatRequested(purpose="chat") if job and job.request_id:
+                await self._defer(ctx, job, event.request_id)
             case SnapshotCreated(ref=ref) if job and ref == job.ref:
                 job.snapshot_id = event.snapshot_id
                 await self._after_snapshot(ctx, job)
@@ -155,6 +166,12 @@ class CompressorActor(Actor[Followed]):
                     )
             case ReplyCompleted(request_id=rid) if job and rid == job.request_id:
                 await self._summarized(ctx, job, event.content, event.done_reason)
+            case ReplyCompleted() | ReplyFailed() | ReplyCancelled() if (
+                self.after_turn and event.request_id == self.after_turn[0]
+            ):
+                reason = self.after_turn[1]
+                self.after_turn = None
+                await self._requested(ctx, reason)
             case ReplyFailed(request_id=rid) if job and rid == job.request_id:
                 await self._fail(
                     ctx, job, f"the summary request failed: {event.message}", sticky=True
@@ -239,6 +256,20 @@ class CompressorActor(Actor[Followed]):
         )
         job.request_id = request.request_id
         await ctx.publish(request)
+
+    async def _defer(self, ctx: Context, job: Job, turn_id: str) -> None:
+        """A user's turn while the summary generates: cancel the summary, let the turn go,
+        and compress again after its reply (the conversation is unchanged meanwhile)."""
+        self.job = None  # whatever the summary request still sends is ignored
+        self.after_turn = (turn_id, job.reason)
+        await ctx.publish(CancelRequested(request_id=job.request_id))
+        await ctx.publish(
+            CompressionFailed(
+                ref=job.ref,
+                reason=job.reason,
+                message="put off: your message goes first; it runs again after the reply",
+            )
+        )
 
     async def _truncate_now(self, ctx: Context, job: Job) -> None:
         """An emergency joined a running summary: truncate instead, now (or, while the

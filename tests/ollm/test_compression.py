@@ -20,6 +20,7 @@ from ollm.context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ollm.conversation import SUMMARY_HEADER, summary_blocks
 from ollm.core import core_specs
 from ollm.events import (
+    CancelRequested,
     ChatMessage,
     ChatRequested,
     CompressionCompleted,
@@ -180,26 +181,32 @@ def next_prompt(h) -> list[tuple[str, str]]:
     return [(m.role, m.content) for m in last.messages]
 
 
-async def test_messages_sent_during_a_background_compression_stay_in_order(tmp_path):
+async def test_a_turn_sent_during_a_summary_goes_first_and_the_summary_runs_after_it(tmp_path):
+    """On a one-request-at-a-time server a turn would wait behind the summary: the summary is
+    cancelled for it, and the compression runs again once the turn's reply is in."""
     async with open_harness(*specs(tmp_path, HeldSummaries)) as h:
         await opened(h, messages=tuple(convo(12)))
         await h.inject(CompressRequested(reason="user"))
-        started = h.expect(CompressionStarted)
-        summary_request = next(r for r in h.events(ChatRequested) if r.purpose == "summary")
-        assert summary_request.options.num_ctx == 8192, "the same runner options as chat"
-        assert summary_request.num_predict <= 1024
+        first = next(r for r in h.events(ChatRequested) if r.purpose == "summary")
+        assert first.options.num_ctx == 8192, "the same runner options as chat"
+        assert first.num_predict <= 1024
         for text in ("during one", "during two", "during three"):
             await h.inject(UserSubmitted(text=text))
-        await h.inject(
-            ReplyCompleted(request_id=summary_request.request_id, content="Goal: a short summary.")
-        )
+        cancels = [c.request_id for c in h.events(CancelRequested)]
+        summaries = [r.request_id for r in h.events(ChatRequested) if r.purpose == "summary"]
+        assert first.request_id in cancels, "the summary gave way to the turn"
+        assert len(summaries) == 4 and summaries[:3] == cancels, "it ran again after each turn"
+        put_off = [f for f in h.events(CompressionFailed) if "goes first" in f.message]
+        assert len(put_off) == 3
+        assert not [n for n in h.events(UserNotified) if "goes first" in n.text], "no notice"
+        await h.inject(ReplyCompleted(request_id=summaries[-1], content="Goal: a short summary."))
         done = h.expect(CompressionCompleted)
-        assert done.covered_ids == started.covered_ids
         await h.inject(UserSubmitted(text="after"))
         prompt = next_prompt(h)
         users = [c for r, c in prompt if r == "user"]
         assert users[-4:] == ["during one", "during two", "during three", "after"]
         assert summary_blocks(c for _, c in prompt) == 1
+        assert done.covered_ids[0] == "m1"
 
 
 @pytest.mark.parametrize(
