@@ -38,6 +38,7 @@ bench:
     {{py}} scripts/bench_journal.py
     {{py}} scripts/bench_resume.py
     {{py}} scripts/bench_startup.py
+    {{py}} scripts/bench_single_slot.py
 
 # start the chat REPL
 chat *ARGS:

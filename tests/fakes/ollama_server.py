@@ -239,6 +239,8 @@ class FakeEngine:
     and a reply that says how long the last user message was."""
 
     models: dict[str, FakeModel]
+    piece_delay: float = 0.0
+    """Seconds each piece of a reply takes to generate (0: at once), for a slow model."""
 
     def render(
         self, model: FakeModel, messages: list[dict[str, Any]], tools: list[Any] | None
@@ -267,6 +269,8 @@ class FakeEngine:
         self, model: FakeModel, prompt: list[Token], messages: list[dict[str, Any]], limit: int
     ) -> AsyncIterator[Piece]:
         for piece in pieces_within(_default_reply(messages), count, limit):
+            if self.piece_delay:
+                await anyio.sleep(self.piece_delay)
             yield piece
 
 
