@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..anchors import RANKS
 from ..events import CompressionCompleted
 from ..live import SnapshotMeta, Status
 from ..memory import format_bytes, format_bytes_of
@@ -112,6 +113,16 @@ def stats(status: Status) -> str:
             )
         else:
             lines.append(f"  {c.ref}: failed: {c.message}")
+    ranks = {a.text: a.rank for a in conversation.ledger}
+    lines.append(
+        f"pinned facts: {len(conversation.pinned)} of {len(conversation.ledger)} in the ledger "
+        "(the user's rules and facts first, then pasted text, then replies; none that the "
+        "summary already carries)"
+    )
+    for fact in conversation.pinned:
+        rank = ranks.get(fact)
+        why = RANKS[rank] if rank is not None else "kept"
+        lines.append(f"  [{why}] {' '.join(fact.split())[:70]}")
     return "\n".join(lines)
 
 

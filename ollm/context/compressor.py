@@ -66,6 +66,17 @@ from ..tokens import estimate_text, message_tokens
 PRIORITY: dict[CompressReason, int] = {"auto": 1, "user": 2, "emergency": 3}
 
 
+def anchor_note(outcome: Outcome) -> str:
+    """What the compression did with the ledger, for its notice (and the replay digest)."""
+    note = f"; {len(outcome.pinned)} facts pinned"
+    if outcome.repinned:
+        note += f" ({len(outcome.repinned)} the summary lost)"
+    if outcome.unpinned:
+        shown = ", ".join(outcome.unpinned[:3]) + (", …" if len(outcome.unpinned) > 3 else "")
+        note += f"; {len(outcome.unpinned)} no longer fit the pinned block: {shown}"
+    return note
+
+
 @dataclass
 class Job:
     ref: str
@@ -339,7 +350,8 @@ class CompressorActor(Actor[Followed]):
             UserNotified(
                 level="info",
                 text=f"compressed {job.used_before} → about {after} tokens "
-                f"({job.plan.strategy}, {len(job.plan.covered)} messages){undo}",
+                f"({job.plan.strategy}, {len(job.plan.covered)} messages)"
+                f"{anchor_note(outcome)}{undo}",
             )
         )
 

@@ -270,3 +270,27 @@ async def test_test_prompt_near_the_hard_limit_is_the_request_that_goes_out():
     dropped = out.count("(the hard limit takes the")
     assert dropped >= 1, "the hard limit was reached, and the preview said so"
     assert err.count("reached the hard limit") == dropped
+
+
+async def test_context_stats_lists_the_pinned_facts_with_why_each_is_kept():
+    async with open_ollama_server() as server:
+        flags = {
+            ("ollama", "host"): server.url,
+            ("context", "compression", "strategy"): "summarize",
+        }
+        out, err = await repl(
+            server,
+            [
+                "Never use tabs in generated YAML. JOB-90211 writes /srv/data/report-7.csv.",
+                "a second question, with nothing to keep in it: " + "lorem ipsum " * 200,
+                "a third question: " + "dolor sit amet " * 200,
+                "/context compress",
+                "/context stats",
+            ],
+            load_settings(env={}, flags=flags),
+        )
+    stats = out[out.index("Context statistics") :]
+    assert "pinned facts: " in stats
+    assert "[instruction] Never use tabs in generated YAML." in stats
+    assert "[stated] JOB-90211" in stats and "[stated] /srv/data/report-7.csv" in stats
+    assert "facts pinned" in err, "the compression's notice says what it pinned"
