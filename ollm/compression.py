@@ -22,7 +22,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from .anchors import by_priority, collect, merge, pins
+from .anchors import collect, merge, pins
 from .config import Strategy
 from .conversation import (
     PINNED_HEADER,
@@ -41,8 +41,6 @@ PIN_FLOOR = 48
 """…nor is it given less than this many tokens."""
 ECHO_SHARE = 0.5
 """A summary whose own words are mostly the request's instructions is an echo."""
-MAX_REQUIRED = 40
-"""The summary request lists at most this many anchors to keep (the best ranked)."""
 PRESERVE_SHARE = 0.40
 """The verbatim tail never exceeds this share of num_ctx (small windows)."""
 SUMMARY_SHARE = 0.15
@@ -153,9 +151,19 @@ def pin_budget(num_ctx: int) -> int:
     return max(PIN_FLOOR, int(PIN_SHARE * num_ctx))
 
 
-def required(ledger: Sequence[Anchor]) -> list[str]:
-    """The anchors a summary request asks to keep verbatim, the most important first."""
-    return [anchor.text for _index, anchor in by_priority(ledger)[:MAX_REQUIRED]]
+def required(ledger: Sequence[Anchor], num_ctx: int) -> list[str]:
+    """The anchors a summary request asks to keep verbatim: what the pinned block would hold
+    if the summary kept nothing (so the request stays within the window)."""
+    return [anchor.text for anchor in pins(ledger, "", pin_budget(num_ctx))]
+
+
+def request_lists(
+    ledger: Sequence[Anchor], summary: str, num_ctx: int
+) -> tuple[list[str], list[str]]:
+    """(pinned facts, anchors to keep) for a summary request: each anchor in one list only."""
+    keep = required(ledger, num_ctx)
+    pinned = [a.text for a in pins(ledger, summary, pin_budget(num_ctx)) if a.text not in keep]
+    return pinned, keep
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,7 @@ def accept_summary(
         raise SummaryRejected("the summary was cut off at its length limit")
     merged = merge(ledger, plan_.anchors)
     words = _own_words(summary, merged)
-    instructions = SUMMARY_INSTRUCTIONS + "\n" + "\n".join(required(merged))
+    instructions = SUMMARY_INSTRUCTIONS + "\n" + "\n".join(required(merged, num_ctx))
     if _echo_share(words, instructions) >= ECHO_SHARE:
         raise SummaryRejected("the summary mostly repeats the instructions and the anchor list")
     outcome = settle(summary, merged, num_ctx, before=previous)
@@ -317,10 +325,7 @@ async def compress(
         return None
     if strategy == "truncate" or summarize is None:
         return found.kept, truncated(found, previous_summary, ledger, num_ctx)
-    merged = merge(ledger, found.anchors)
-    pinned = pins(merged, previous_summary, pin_budget(num_ctx))
-    request = summary_messages(
-        found.covered, previous_summary, [a.text for a in pinned], required(merged), summary_tokens
-    )
+    pinned, keep = request_lists(merge(ledger, found.anchors), previous_summary, num_ctx)
+    request = summary_messages(found.covered, previous_summary, pinned, keep, summary_tokens)
     text = await summarize(request, summary_tokens)
     return found.kept, accept_summary(text, found, previous_summary, ledger, num_ctx)

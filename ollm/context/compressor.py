@@ -20,16 +20,15 @@ from dataclasses import dataclass, replace
 
 from actors import Actor, Context
 
-from ..anchors import merge, pins
+from ..anchors import merge
 from ..compression import (
     Outcome,
     Plan,
     SummaryRejected,
     accept_summary,
     budgets,
-    pin_budget,
     plan,
-    required,
+    request_lists,
     summary_messages,
     truncated,
 )
@@ -249,16 +248,12 @@ class CompressorActor(Actor[Followed]):
             self.num_ctx, self.policy.preserve_recent, self.policy.summary_max_tokens
         )
         ledger = merge(self.conversation.ledger, job.plan.anchors)
-        pinned = pins(ledger, self.conversation.summary, pin_budget(self.num_ctx))
+        pinned, keep = request_lists(ledger, self.conversation.summary, self.num_ctx)
         request = ChatRequested(
             request_id=f"{job.ref}-summary",
             model=self.model.model,
             messages=summary_messages(
-                job.plan.covered,
-                self.conversation.summary,
-                [a.text for a in pinned],
-                required(ledger),
-                summary_budget,
+                job.plan.covered, self.conversation.summary, pinned, keep, summary_budget
             ),
             options=runner_options(self.num_ctx),
             purpose="summary",

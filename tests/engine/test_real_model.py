@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from ollm.compression import SUMMARY_INSTRUCTIONS
+from ollm.conversation import summary_blocks
 from ollm.events import (
     ChatRequested,
     CompressionCompleted,
@@ -136,10 +137,16 @@ def test_a_one_shot_prints_what_the_model_sent_and_records_its_real_counts(serve
     assert reply.eval_count == chat["final"]["eval_count"] <= 64
 
 
+RULE = "Never use tabs in generated YAML; always use two spaces."
+PLANTED = (RULE, "JOB-90211", "E_TIMEOUT_504", "/srv/data/report-7.csv", "42.5 GiB")
+
+
 def test_a_ten_turn_chat_at_1024_compresses_under_real_summaries_and_keeps_every_message(
     server, tmp_path
 ):
-    said = [*PROSE, *IDS, *CODE, *PROSE, *IDS]
+    """Issue 14's rules under a real model's summaries: every planted anchor in every later
+    prompt, one summary block, no accepted summary cut off or larger than what it replaced."""
+    said = [f"{RULE} {PROSE[0]}", *IDS, *CODE, *PROSE, *IDS]
     result = run(server, config(tmp_path), stdin=lines(*said))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -165,6 +172,18 @@ def test_a_ten_turn_chat_at_1024_compresses_under_real_summaries_and_keeps_every
         assert message.replace("\n", " ") in last_user, "each message went out as a turn"
     pre = [e for e in events if isinstance(e, SnapshotCreated) and e.reason == "pre-compression"]
     assert len(pre) >= len(compressions), "a snapshot before every compression"
+    first_compression = next(i for i, c in enumerate(chats) if is_summary(c))
+    for chat in turns:
+        if chats.index(chat) > first_compression + 1:
+            prompt = "\n".join(m["content"] for m in chat["body"]["messages"])
+            assert [a for a in PLANTED if a not in prompt] == [], "every planted anchor"
+        assert summary_blocks(m["content"] for m in chat["body"]["messages"]) <= 1
+    replies = {e.request_id: e for e in events if isinstance(e, ReplyCompleted)}
+    for done in compressions:
+        assert done.compressed_tokens < done.original_tokens
+        summary = replies.get(f"{done.ref}-summary")
+        if done.strategy != "truncate" and summary is not None:
+            assert summary.done_reason != "length", "a cut-off summary is never accepted"
     print(
         f"10 turns: {len(compressions)} compressions, prompts {[c['prompt_tokens'] for c in chats]}"
     )
