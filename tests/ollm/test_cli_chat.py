@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors import LogContents
+from ollm.compression import SUMMARY_INSTRUCTIONS
 from ollm.events import MessageAdded, MessageUnanswered
 from ollm.live import recorded_sessions, session_log
 from tests.fakes.ollama_server import FakeModel, ollama_server_thread
@@ -291,3 +292,34 @@ def test_fit_shows_the_architecture_kv_costs_and_the_largest_context_with_source
     missing = ollm("fit", "nope", "--host", server.url)
     assert missing.returncode == 4
     assert "ollama pull nope" in missing.stderr
+
+
+def test_replay_shows_what_each_compression_pinned_and_each_refused_summary(server, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("context:\n  compression:\n    strategy: summarize\n")
+    lines = [
+        "Never use tabs in generated YAML. JOB-90211 writes /srv/data/report-7.csv.",
+        "a second question: " + "lorem ipsum " * 200,
+        "a third question: " + "dolor sit amet " * 200,
+        "/context compress",
+        "short",
+        "/context compress",
+    ]
+    echo = SUMMARY_INSTRUCTIONS.format(budget=1024)
+    server.reply("one.", "two.", "three.", "Goal: questions about lorem ipsum.", "five.", echo)
+    result = ollm(
+        "--host",
+        server.url,
+        "-m",
+        "llama3.1:8b",
+        "--config",
+        str(config),
+        stdin="".join(line + "\n" for line in lines),
+    )
+    assert result.returncode == 0, result.stderr
+    replayed = ollm("replay", sessions()[-1])
+    assert replayed.returncode == 0, replayed.stderr
+    assert "3 facts pinned" in replayed.stdout, "what the first compression pinned"
+    assert "the summary was discarded: the summary mostly repeats the instructions" in (
+        replayed.stdout
+    ), "the second, refused, summary"
