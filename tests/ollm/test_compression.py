@@ -394,15 +394,17 @@ async def test_a_cut_off_or_echoing_summary_is_refused_and_changes_nothing(
         assert next_prompt(h)[: len(before)] == before, "byte-identical"
 
 
-async def test_truncation_keeps_the_rules_and_the_ledger_as_summarizing_does(tmp_path):
-    settings = Settings()
-    settings = msgspec.structs.replace(
-        settings,
-        context=msgspec.structs.replace(
-            settings.context,
-            compression=msgspec.structs.replace(settings.context.compression, strategy="truncate"),
-        ),
+def with_compression(**changes: object) -> Settings:
+    """Default settings with these `context.compression` values."""
+    base = Settings()
+    compression = msgspec.structs.replace(base.context.compression, **changes)
+    return msgspec.structs.replace(
+        base, context=msgspec.structs.replace(base.context, compression=compression)
     )
+
+
+async def test_truncation_keeps_the_rules_and_the_ledger_as_summarizing_does(tmp_path):
+    settings = with_compression(strategy="truncate")
     async with open_harness(*specs(tmp_path, settings=settings)) as h:
         await opened(h, num_ctx=3482)
         await h.inject(UserSubmitted(text=" ".join(ANCHORED)))
@@ -421,14 +423,7 @@ async def test_truncation_keeps_the_rules_and_the_ledger_as_summarizing_does(tmp
 
 
 async def test_the_sessions_own_drop_at_the_hard_limit_keeps_the_rules_and_facts(tmp_path):
-    settings = Settings()
-    settings = msgspec.structs.replace(
-        settings,
-        context=msgspec.structs.replace(
-            settings.context,
-            compression=msgspec.structs.replace(settings.context.compression, enabled=False),
-        ),
-    )
+    settings = with_compression(enabled=False)
     async with open_harness(*specs(tmp_path, settings=settings)) as h:
         await opened(h, num_ctx=3482)
         await h.inject(UserSubmitted(text=" ".join(ANCHORED)))
