@@ -17,3 +17,11 @@ def _private_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(root / "share"))
     monkeypatch.setenv("XDG_STATE_HOME", str(root / "state"))
     monkeypatch.setenv("HOME", str(root))
+
+
+@pytest.fixture(params=["v0.34", "v0.13"])
+def ollama_rules(request, monkeypatch) -> str:
+    """Run a test against the Ollama test server as current Ollama behaves, then as v0.13
+    did (`tests.fakes.ollama_server.Rules`); opt in with `usefixtures("ollama_rules")`."""
+    monkeypatch.setenv("OLLM_TEST_OLLAMA_RULES", request.param)
+    return str(request.param)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import pathlib
 import re
 from collections import deque
@@ -93,6 +94,34 @@ PromptPath = Literal["native", "go"]
 """How current Ollama gets an over-long prompt to the model (`ollama-since-v0.30.md`):
 "native" — llama-server renders the GGUF's own template and refuses (HTTP 400);
 "go" — Ollama renders a Go template and cuts the prompt to about half the window."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The behaviours ollm depends on that changed between Ollama versions
+    (`ollama-api-and-memory.md` for v0.13, `ollama-since-v0.30.md` for v0.30–v0.34)."""
+
+    name: str
+    capped: bool
+    """Stage A and `/api/ps` use `num_ctx` capped at the trained length (v0.30+; before,
+    the configured value)."""
+    refuse_at_equal: bool
+    """A prompt of exactly `num_ctx` tokens is over (llama-server's rule, v0.30+)."""
+    half_cut: bool
+    """An over-long prompt is cut to about half the window (v0.30+ Go-template path);
+    before, to its first `num_keep` and last `num_ctx − num_keep` tokens."""
+    tiered_default: bool
+    """With no `num_ctx`, 4096 / 32768 / 262144 by total VRAM (v0.15.5+), else 4096."""
+    shift_reloads: bool
+    """A different `shift` reloads the model (a llama-server launch flag, v0.30+)."""
+    rich_tags: bool
+    """`/api/tags` lists `context_length` and `capabilities` (v0.30+)."""
+
+
+CURRENT = Rules("v0.34", True, True, True, True, True, True)
+V0_13 = Rules("v0.13", False, False, False, False, False, False)
+RULES = {r.name: r for r in (CURRENT, V0_13)}
+RULES_ENV = "OLLM_TEST_OLLAMA_RULES"
 
 
 @dataclass(frozen=True)
@@ -290,6 +319,8 @@ class Loaded:
     model: Any
     options: dict[str, Any]
     allocation: Allocation
+    configured: int = 0
+    """The `num_ctx` the runner was asked for (before any cap)."""
 
     @property
     def num_ctx(self) -> int:
@@ -332,6 +363,10 @@ class OllamaTestServer:
     """Give every runner at most this context, whatever is asked (0: no cap), as a server
     with a lower limit would; `/api/ps` shows the real value."""
     path: PromptPath = "native"
+    rules: Rules = field(default_factory=lambda: RULES[os.environ.get(RULES_ENV, CURRENT.name)])
+    """Current Ollama's behaviour unless `OLLM_TEST_OLLAMA_RULES=v0.13` asks for v0.13's."""
+    vram_total: int = 16 * 2**30
+    """Total VRAM the server sees (only its default `num_ctx` depends on it)."""
     render_status: int = 200
     """How `_debug_render_only` is answered: 200 with the prompt, or this error status."""
     busy: anyio.Lock = field(default_factory=anyio.Lock)
@@ -416,12 +451,16 @@ class OllamaTestServer:
             await send.json(404, {"error": f"404 page not found: {path}"})
 
     def _tag(self, card: Card) -> dict[str, Any]:
-        return {
+        tag: dict[str, Any] = {
             "name": card.name,
             "model": card.name,
             "size": card.weights_bytes,
             "details": {"family": card.family, "parameter_size": card.parameter_size},
         }
+        if self.rules.rich_tags:
+            tag["details"]["context_length"] = card.context_length
+            tag["capabilities"] = list(card.capabilities)
+        return tag
 
     def _ps(self, loaded: Loaded) -> dict[str, Any]:
         card, allocation = loaded.model.card(), loaded.allocation
@@ -431,7 +470,7 @@ class OllamaTestServer:
             "model": card.name,
             "size": size,
             "size_vram": size,
-            "context_length": allocation.context_length,
+            "context_length": allocation.context_length if self.rules.capped else loaded.configured,
             "expires_at": "2099-01-01T00:00:00Z",
         }
 
@@ -461,16 +500,25 @@ class OllamaTestServer:
             },
         )
 
-    def _load(self, model: Any, options: dict[str, Any]) -> Loaded:
+    def _default_num_ctx(self) -> int:
+        if not self.rules.tiered_default:
+            return DEFAULT_NUM_CTX
+        gib = self.vram_total / 2**30
+        return 4096 if gib < 23 else 32768 if gib < 47 else 262144
+
+    def _load(self, model: Any, options: dict[str, Any], shift: object = None) -> Loaded:
         runner = {k: options[k] for k in RUNNER_KEYS if k in options}
+        if self.rules.shift_reloads and shift is not None:
+            runner["shift"] = shift
         current = self.loaded.get(model.name)
         if current is None or current.options != runner:
             self.reloads.append((model.name, runner))
-            asked = min(int(runner.get("num_ctx") or DEFAULT_NUM_CTX), model.card().context_length)
+            configured = int(runner.get("num_ctx") or self._default_num_ctx())
+            real = min(configured, model.card().context_length)
             if self.cap_num_ctx:
-                asked = min(asked, self.cap_num_ctx)
-            allocation = self.runner.load(model, asked, runner)
-            current = Loaded(model, runner, allocation)
+                real = min(real, self.cap_num_ctx)
+            allocation = self.runner.load(model, real, runner)
+            current = Loaded(model, runner, allocation, configured)
             self.loaded[model.name] = current
         return current
 
@@ -500,12 +548,15 @@ class OllamaTestServer:
             )
             return
         options = data.get("options") or {}
-        loaded = self._load(model, options)
+        loaded = self._load(model, options, data.get("shift"))
         if not messages:
             await send.json(200, {"model": model.name, "done": True, "done_reason": "load"})
             return
         card = model.card()
-        num_ctx = loaded.num_ctx  # capped at the trained length when loaded (v0.30+)
+        # Stage A's window: capped at the trained length since v0.30, configured before;
+        # the runner's own window is what it was really given.
+        num_ctx = loaded.num_ctx if self.rules.capped else loaded.configured
+        window = loaded.num_ctx
         tools = data.get("tools") or None
         prompt = self.runner.render(model, messages, tools)
         record.prompt_tokens = len(prompt)
@@ -516,12 +567,13 @@ class OllamaTestServer:
         if data.get("truncate") is not False and len(prompt) > num_ctx:
             kept = self._fit(model, messages, tools, num_ctx)
             prompt = self.runner.render(model, kept, tools)
-        if len(prompt) >= loaded.num_ctx:
-            refusal = self._over_long(card, prompt, data, options, loaded.num_ctx)
+        over = len(prompt) >= window if self.rules.refuse_at_equal else len(prompt) > window
+        if over:
+            refusal = self._over_long(card, prompt, data, options, window)
             if refusal is not None:
                 await send.json(400, {"error": refusal})
                 return
-            prompt = _cut(prompt, _keep(card, options), loaded.num_ctx)
+            prompt = _cut(prompt, _keep(card, options), window, half=self.rules.half_cut)
         self.chats_started += 1
         limit = int(options.get("num_predict", -1))
         if self.replies:
@@ -556,7 +608,7 @@ class OllamaTestServer:
         if self.render_status != 200:
             await send.json(self.render_status, {"error": "cannot render this template"})
             return
-        loaded = self._load(model, data.get("options") or {})
+        loaded = self._load(model, data.get("options") or {}, data.get("shift"))
         tools = data.get("tools") or None
         over = bool(messages) and len(self.runner.render(model, messages, tools)) > loaded.num_ctx
         if over and data.get("truncate") is not False:
@@ -582,7 +634,11 @@ class OllamaTestServer:
         options: dict[str, Any],
         num_ctx: int,
     ) -> str | None:
-        """Why a prompt of `num_ctx` tokens or more is refused, or None when it is cut."""
+        """Why an over-long prompt is refused, or None when it is cut."""
+        if not self.rules.half_cut:  # v0.12.6–v0.29: the runner cuts, or refuses on request
+            if data.get("truncate") is False:
+                return _overflow_error("overflow_runner", len(prompt), num_ctx)
+            return None
         if data.get("truncate") is False or self.path == "native":
             return _overflow_error("overflow", len(prompt), num_ctx)
         if data.get("shift") is False:
@@ -699,10 +755,11 @@ def _keep(card: Card, options: dict[str, Any]) -> int:
     return int(options.get("num_keep", 4)) + (1 if card.add_bos else 0)
 
 
-def _cut(prompt: list[Token], keep: int, num_ctx: int) -> list[Token]:
-    """Current Ollama's cut on the completion path: the first `keep` tokens and the last
-    `limit − keep`, where `limit = num_ctx − max((num_ctx − keep) / 2, 1)` (about half)."""
-    limit = num_ctx - max((num_ctx - keep) // 2, 1)
+def _cut(prompt: list[Token], keep: int, num_ctx: int, *, half: bool = True) -> list[Token]:
+    """An over-long prompt cut: the first `keep` tokens and the last `limit − keep`, where
+    current Ollama's completion path has `limit = num_ctx − max((num_ctx − keep) / 2, 1)`
+    (about half the window) and v0.12.6–v0.29's runner had `limit = num_ctx`."""
+    limit = num_ctx - max((num_ctx - keep) // 2, 1) if half else num_ctx
     return prompt[:keep] + prompt[len(prompt) - (limit - keep) :]
 
 

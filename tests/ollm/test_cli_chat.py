@@ -17,6 +17,8 @@ from ollm.live import recorded_sessions, session_log
 from tests.fakes.ollama_server import FakeModel, ollama_server_thread
 from tests.ollm.processes import ROOT, ollm
 
+pytestmark = pytest.mark.usefixtures("ollama_rules")
+
 
 @pytest.fixture
 def server():

@@ -37,7 +37,7 @@ from ollm.profiles import choose_context, load_profiles
 from ollm.providers.scripted import ScriptedProviderActor
 from tests.fakes.ollama_server import FakeModel
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ollama_rules")]
 
 LLAMA = Architecture.from_model_info(FakeModel("llama3.1:8b").model_info())
 

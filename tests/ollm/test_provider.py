@@ -34,7 +34,7 @@ from tests.fakes.ollama_server import (
 
 from .live import open_live
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ollama_rules")]
 
 QUESTIONS = [
     "What is the capital of France, and why did it become the capital?",
@@ -157,9 +157,17 @@ async def test_out_of_memory_retries_once_with_a_smaller_context():
         assert live.last_usage().limit_tokens == 6963
 
 
-async def test_an_old_server_that_truncates_silently_is_detected():
+SHOWS_CONFIGURED = (
+    "before v0.15.5 /api/ps showed the configured context, so a server that gives less than "
+    "asked cannot be told from an estimate's error (ollm never asks beyond the trained length)"
+)
+
+
+async def test_an_old_server_that_truncates_silently_is_detected(ollama_rules):
     # An old server (no `truncate` field) that also gives less context than asked: it drops
     # the oldest messages without a word; only its prompt_eval_count tells.
+    if ollama_rules == "v0.13":
+        pytest.skip(SHOWS_CONFIGURED)
     server = OllamaTestServer(version="0.12.0", cap_num_ctx=2048)
     async with open_ollama_server(server), open_live(server, size=4096) as live:
         long = "tell me more about the history of this old city and its rivers " * 45
@@ -172,6 +180,19 @@ async def test_an_old_server_that_truncates_silently_is_detected():
         notices = [n.text for n in live.h.events(UserNotified)]
         assert any("Ollama truncated the conversation" in n for n in notices)
         assert any("context of 2048 tokens, not the 3482 asked for" in n for n in notices)
+
+
+async def test_a_prompt_cut_to_half_the_window_is_reported_as_a_truncation(ollama_rules):
+    """Current Ollama cuts an over-long prompt on its Go-template path to about half the
+    window, with HTTP 200; a server that takes no `truncate` field does it to ollm too."""
+    if ollama_rules == "v0.13":
+        pytest.skip(SHOWS_CONFIGURED)
+    server = OllamaTestServer(version="0.12.0", path="go", cap_num_ctx=2048)
+    async with open_ollama_server(server), open_live(server, size=4096) as live:
+        await live.say("one long message about the history of this old city " * 200)
+        (detected,) = live.h.events(TruncationDetected)
+        assert detected.counted_tokens == 2048 - (2048 - 5) // 2, "what the server kept"
+        assert detected.sent_tokens > 2048
 
 
 async def test_cancel_closes_the_stream_promptly_and_keeps_the_message():
