@@ -9,9 +9,10 @@ a real model through llama.cpp (`tests.engine.llama_engine`).
   and `_debug_render_only`);
 - Ollama's overflow behaviour: stage A (with `truncate` absent or true, drop the oldest
   messages, keeping every system message and the last one, against `num_ctx` capped at the
-  trained length); then a prompt of `num_ctx` tokens or more is refused with llama-server's
-  400 on the native path (the default) or cut to about half the window on the Go-template
-  path (`path="go"`); `truncate: false` is always the 400; one request runs at a time;
+  trained length); then a prompt of `num_ctx` tokens or more is cut to about half the window
+  on the Go-template path (the default: Ollama's own models) or refused with llama-server's
+  400 on the native path (`path="native"`); `truncate: false` is always the 400; v0.13's
+  rules instead with `rules=V0_13` or `OLLM_TEST_OLLAMA_RULES=v0.13`; one request at a time;
 - runner options (`num_ctx`, …) remembered per loaded model: a change is a reload, counted
   and visible in `/api/ps` (with the engine's real allocation);
 - every request recorded (`requests`: body, the prompt's real size, status, reply, final
@@ -362,7 +363,7 @@ class OllamaTestServer:
     cap_num_ctx: int = 0
     """Give every runner at most this context, whatever is asked (0: no cap), as a server
     with a lower limit would; `/api/ps` shows the real value."""
-    path: PromptPath = "native"
+    path: PromptPath = "go"
     rules: Rules = field(default_factory=lambda: RULES[os.environ.get(RULES_ENV, CURRENT.name)])
     """Current Ollama's behaviour unless `OLLM_TEST_OLLAMA_RULES=v0.13` asks for v0.13's."""
     vram_total: int = 16 * 2**30
@@ -915,8 +916,8 @@ def main() -> None:
     parser.add_argument(
         "--path",
         choices=("native", "go"),
-        default="native",
-        help="how an over-long prompt is met: refused (native) or cut to half the window (go)",
+        default="go",
+        help="how an over-long prompt is met: cut to half the window (go) or refused (native)",
     )
     args = parser.parse_args()
 
