@@ -386,6 +386,24 @@ class UsageChanged(Event, frozen=True, kw_only=True, tag="usage.changed"):
     limit_tokens: int
 
 
+class CalibrationChanged(Event, frozen=True, kw_only=True, tag="usage.calibrated"):
+    """A model's token calibration after a reply: tokens per estimated token, and what its
+    template adds on its own. The journal keeps the latest per model for the next session."""
+
+    model: str
+    factor: float
+    extra: int = 0
+
+
+class CalibrationRestored(Input, frozen=True, kw_only=True, tag="usage.calibration_restored"):
+    """The calibration a previous session learned for the model: the first estimates of
+    this one start from it (until this session's own first reply)."""
+
+    model: str
+    factor: float
+    extra: int = 0
+
+
 class TruncationDetected(Event, frozen=True, kw_only=True, tag="usage.truncation_detected"):
     """Ollama counted far fewer prompt tokens than were sent: it cut the conversation."""
 
@@ -579,6 +597,8 @@ DomainEvent = (
     | UserNotified
     | MemorySourceChanged
     | UsageChanged
+    | CalibrationChanged
+    | CalibrationRestored
     | TruncationDetected
     | SoftLimitHit
     | CompressRequested

@@ -189,10 +189,18 @@ class Accounting:
     extra: dict[str, int] = field(default_factory=dict)
     """Tokens a model's template adds on its own beyond the messages' estimate (a default
     system prompt, its markers), learned from the first rendered prompt's count."""
+    prior: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """(factor, extra) an earlier session learned, used until this one calibrates."""
 
     @property
     def factor(self) -> float:
-        return self.factors.get(self.model, 1.0)
+        return self.factor_of(self.model)
+
+    def factor_of(self, model: str) -> float:
+        return self.factors.get(model, self.prior.get(model, (1.0, 0))[0])
+
+    def extra_of(self, model: str) -> int:
+        return self.extra.get(model, self.prior.get(model, (1.0, 0))[1])
 
     def fork(self) -> Accounting:
         """An independent copy: what-if counting (`/test prompt`) without touching this one."""
@@ -207,6 +215,7 @@ class Accounting:
             served=dict(self.served),
             rendered=dict(self.rendered),
             extra=dict(self.extra),
+            prior=dict(self.prior),
         )
 
     def count(self, message: Message | ChatMessage) -> Counted:
@@ -215,7 +224,7 @@ class Accounting:
     def used(self) -> int:
         """Tokens the next prompt will take, as far as is known now."""
         content = math.ceil((self.raw_total + self.tools_raw) * self.factor)
-        fixed = self.overhead_total + self.tools_overhead + PRIMING + self.extra.get(self.model, 0)
+        fixed = self.overhead_total + self.tools_overhead + PRIMING + self.extra_of(self.model)
         return content + fixed + self.correction
 
     def add(self, message: Message) -> None:
@@ -295,8 +304,8 @@ class Accounting:
         if sent is None or reply.prompt_eval_count <= 0:
             return None
         rendered = self.rendered.pop(reply.request_id, None)
-        factor = self.factors.get(sent.model, 1.0)
-        extra = self.extra.get(sent.model, 0)
+        factor = self.factor_of(sent.model)
+        extra = self.extra_of(sent.model)
         estimate = math.ceil(sent.raw * factor) + sent.overhead + extra
         counted = reply.prompt_eval_count
         calibrated = sent.model in self.factors
@@ -322,7 +331,7 @@ class Accounting:
         if sent.model == self.model and sent.chat:
             # Anchor: the prompt just counted is exact; re-estimate it with the new factor.
             estimate = math.ceil(sent.raw * self.factor) + sent.overhead
-            self.correction = counted - (estimate + self.extra.get(sent.model, 0))
+            self.correction = counted - (estimate + self.extra_of(sent.model))
         return None
 
     def _reply_fit(self, sent: Sent, reply: ReplyCompleted) -> float | None:

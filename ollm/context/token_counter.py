@@ -6,6 +6,8 @@ from actors import Actor, Context
 
 from ..conversation import Conversation
 from ..events import (
+    CalibrationChanged,
+    CalibrationRestored,
     ChatRequested,
     CompressionCompleted,
     ContextCleared,
@@ -76,6 +78,8 @@ class Ledger:
             case PromptRendered():
                 acc.on_rendered(event)
                 return False, None
+            case CalibrationRestored(model=model, factor=factor, extra=extra):
+                acc.prior[model] = (factor, extra)
             case _:
                 self.conversation.apply(event)
                 return False, None
@@ -95,6 +99,7 @@ Accepted = (
     | ChatRequested
     | ReplyCompleted
     | PromptRendered
+    | CalibrationRestored
 )
 
 
@@ -110,6 +115,7 @@ class TokenCounterActor(Actor[Accepted]):
         ChatRequested,
         ReplyCompleted,
         PromptRendered,
+        CalibrationRestored,
     )
 
     def __init__(self) -> None:
@@ -120,7 +126,18 @@ class TokenCounterActor(Actor[Accepted]):
         return self.ledger.accounting
 
     async def handle(self, event: Accepted, ctx: Context) -> None:
+        acc = self.accounting
+        before = (dict(acc.factors), dict(acc.extra))
         changed, truncated = self.ledger.apply(event)
+        if isinstance(event, ReplyCompleted):
+            for model in sorted(set(acc.factors) | set(acc.extra)):
+                now = (acc.factors.get(model), acc.extra.get(model))
+                if now != (before[0].get(model), before[1].get(model)):
+                    await ctx.publish(
+                        CalibrationChanged(
+                            model=model, factor=acc.factor_of(model), extra=acc.extra_of(model)
+                        )
+                    )
         if truncated is not None:
             sent, counted = truncated
             rid = event.request_id if isinstance(event, ReplyCompleted) else ""

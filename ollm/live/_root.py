@@ -32,7 +32,14 @@ from ..context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..conversation import resumed
 from ..core import core_specs, make_header, rebuild
-from ..events import AnyEvent, ConversationState, FailureKind, ModelSelected, SessionOpened
+from ..events import (
+    AnyEvent,
+    CalibrationRestored,
+    ConversationState,
+    FailureKind,
+    ModelSelected,
+    SessionOpened,
+)
 from ..gpu.chain import ProbeChain
 from ..gpu.records import MemorySource
 from ..profiles import ProfileError, Profiles, load_profiles
@@ -42,6 +49,7 @@ from ..storage.journal import (
     JournalError,
     SessionLock,
     SessionWriter,
+    calibration,
     connect,
     create_session,
     explain,
@@ -236,7 +244,14 @@ async def open_live_session(
             except JournalError as exc:
                 raise StartError(str(exc), "record") from exc
             record = _Record(
-                home, session_id, writer, state, last_seq, seed, start.resume is not None
+                home,
+                session_id,
+                writer,
+                state,
+                last_seq,
+                seed,
+                start.resume is not None,
+                calibration(journal, selected.model),
             )
             wiring = _Wiring(clock, memory or ProbeChain(), extra, taps)
             async with _running(settings, record, wiring, client, profiles, selected) as live:
@@ -258,6 +273,8 @@ class _Record:
     last_seq: int
     seed: str
     resumed: bool
+    prior: tuple[float, int] | None = None
+    """The model's calibration from an earlier session (factor, extra), if any."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +329,10 @@ async def _running(
             )
             await runtime.publish(opened, source="cli")
             await runtime.publish(selected, source="cli")
+            if record.prior is not None:
+                factor, extra = record.prior
+                restored = CalibrationRestored(model=selected.model, factor=factor, extra=extra)
+                await runtime.publish(restored, source="cli")
             yield LiveSession(
                 runtime=runtime,
                 session_id=session_id,

@@ -48,6 +48,8 @@ SHARED_PREFIX = 2
 TEXT_KEY, PREFIX_KEY, REST_KEY = "$t", "$p", "$r"
 CHUNK = "reply.chunk"
 REPLY_ENDS = ("reply.completed", "reply.failed", "reply.cancelled")
+CALIBRATED = "usage.calibrated"
+"""Its latest per model is also kept in `calibrations`, for the next session's estimates."""
 TEXT_CACHE = 4096
 """Texts kept decoded while a session is read."""
 SAID = {"user", "assistant"}
@@ -85,6 +87,12 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks ON events (session, ref) WHERE kind = 'reply.chunk';
 CREATE VIRTUAL TABLE IF NOT EXISTS said USING fts5(session UNINDEXED, body);
+CREATE TABLE IF NOT EXISTS calibrations (
+    model TEXT PRIMARY KEY,
+    factor REAL NOT NULL,
+    extra INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
 """`events.body` is the event in MessagePack, its long texts referred to in `texts` and its
 lists cut to what is new (see the module's docstring); `events.session` is the session's
@@ -352,6 +360,11 @@ class SessionWriter:
                     first = first if first is not None else message.content
             if kind == "model.selected":
                 model = getattr(event, "model", "")
+            if kind == CALIBRATED:
+                db.execute(
+                    "INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?)",
+                    (event.model, event.factor, event.extra, envelope.at),
+                )
         db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         last = envelopes[-1]
         db.execute(
@@ -522,6 +535,14 @@ def note_crash(connection: sqlite3.Connection, home: Path, session_id: str) -> N
         connection.execute("UPDATE sessions SET crashes = ? WHERE id = ?", (crashes, session_id))
     except sqlite3.Error as exc:
         raise explain(exc, home / DATABASE) from exc
+
+
+def calibration(connection: sqlite3.Connection, model: str) -> tuple[float, int] | None:
+    """The latest (factor, extra) any session learned for `model`, if one did."""
+    row = connection.execute(
+        "SELECT factor, extra FROM calibrations WHERE model = ?", (model,)
+    ).fetchone()
+    return (float(row[0]), int(row[1])) if row else None
 
 
 def envelopes(

@@ -12,9 +12,16 @@ import pytest
 
 from actors import LogContents
 from ollm.compression import SUMMARY_INSTRUCTIONS
-from ollm.events import MessageAdded, MessageUnanswered
+from ollm.events import (
+    CalibrationChanged,
+    CalibrationRestored,
+    ChatRequested,
+    MessageAdded,
+    MessageUnanswered,
+    UsageChanged,
+)
 from ollm.live import recorded_sessions, session_log
-from tests.fakes.ollama_server import FakeModel, ollama_server_thread
+from tests.fakes.ollama_server import FakeModel, ollama_server_thread, prompt_tokens
 from tests.ollm.processes import ROOT, ollm
 
 pytestmark = pytest.mark.usefixtures("ollama_rules")
@@ -325,3 +332,42 @@ def test_replay_shows_what_each_compression_pinned_and_each_refused_summary(serv
     assert "the summary was discarded: the summary mostly repeats the instructions" in (
         replayed.stdout
     ), "the second, refused, summary"
+
+
+IDS_TEXT = (
+    "JOB-90211 failed on ip-10-42-7-19 with E_TIMEOUT_504 at 2026-11-30T04:17:09Z; JOB-90212 "
+    "read /srv/data/report-7.csv (42.5 GiB, sha256 9f86d081884c7d65), build v3.14.159-rc2"
+)
+
+
+def first_estimate(session_id: str) -> int:
+    """The usage the session's first chat request went out on."""
+    used = 0
+    for envelope in read_session(session_id).envelopes:
+        if isinstance(envelope.event, UsageChanged):
+            used = envelope.event.used_tokens
+        if isinstance(envelope.event, ChatRequested) and envelope.event.messages:
+            return used
+    raise AssertionError("no chat request")
+
+
+def test_a_new_session_starts_from_the_calibration_the_last_one_learned(server, monkeypatch):
+    assert ollm("-p", IDS_TEXT, "--host", server.url, "-m", "llama3.1:8b").returncode == 0
+    learned = [e.event for e in read_session(sessions()[-1]).envelopes]
+    factor = [e for e in learned if isinstance(e, CalibrationChanged)][-1].factor
+    second = ollm("-p", IDS_TEXT + " again", "--host", server.url, "-m", "llama3.1:8b")
+    assert second.returncode == 0, second.stderr
+    events = [e.event for e in read_session(sessions()[-1]).envelopes]
+    (restored,) = [e for e in events if isinstance(e, CalibrationRestored)]
+    assert (restored.model, restored.factor) == ("llama3.1:8b", factor)
+    counted = server.chats()[-1]
+    real = prompt_tokens(counted["messages"])
+    with_prior = abs(first_estimate(sessions()[-1]) - real)
+    monkeypatch.setenv("OLLM_HOME", str(home().parent / "fresh"))
+    assert (
+        ollm("-p", IDS_TEXT + " again", "--host", server.url, "-m", "llama3.1:8b").returncode == 0
+    )
+    without = abs(first_estimate(sessions()[-1]) - real)
+    assert with_prior < without, (with_prior, without)
+    check = ollm("replay", "--check", sessions()[-1])
+    assert check.returncode == 0, check.stdout + check.stderr
