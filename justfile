@@ -39,6 +39,7 @@ bench:
     {{py}} scripts/bench_resume.py
     {{py}} scripts/bench_startup.py
     {{py}} scripts/bench_single_slot.py
+    {{py}} scripts/bench_calibration.py
 
 # start the chat REPL
 chat *ARGS:
