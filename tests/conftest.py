@@ -17,6 +17,9 @@ def _private_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(root / "share"))
     monkeypatch.setenv("XDG_STATE_HOME", str(root / "state"))
     monkeypatch.setenv("HOME", str(root))
+    # Nor this machine's Ollama: its process and service unit are not the tests' server.
+    monkeypatch.setattr("ollm.live._server_env.PROC", root / "proc")
+    monkeypatch.setattr("ollm.live._server_env.UNITS", ())
 
 
 @pytest.fixture(params=["v0.34", "v0.13"])

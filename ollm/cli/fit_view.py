@@ -36,9 +36,16 @@ def memory_line(facts: FitFacts) -> str:
     return line
 
 
-async def run_fit(settings: Settings, model: str, parallel: int, out: TextIO, err: TextIO) -> int:
+async def run_fit(
+    settings: Settings,
+    model: str,
+    parallel: int,
+    out: TextIO,
+    err: TextIO,
+    kv_type: str | None = None,
+) -> int:
     try:
-        facts = await gather_fit(settings, model, parallel)
+        facts = await gather_fit(settings, model, parallel, kv_type)
     except StartError as exc:
         err.write(f"ollm: {exc}\n")
         return exit_status(exc.failure)
@@ -87,9 +94,11 @@ def fit_lines(facts: FitFacts) -> list[str]:
         lines.append(
             f"largest context that fits now: {best.get(kv_type, best.get('f16'))} tokens with "
             f"{kv_type if kv_type in best else 'f16'} "
-            f"(your KV cache type); "
+            f"(the server's KV cache type: {facts.kv_source}); "
             + ", ".join(f"{best[t]} with {t}" for t in best if t != kv_type)
         )
         if parallel > 1:
             lines.append(f"(per slot, with {parallel} parallel slots)")
+    if facts.preference:
+        lines.append(facts.preference)
     return lines

@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--host", help="the Ollama server (default: OLLAMA_HOST)")
     fit.add_argument("--config", type=Path, metavar="PATH", help="a config.yaml to use")
     fit.add_argument(
-        "--kv-type", choices=("f16", "q8_0", "q4_0"), help="the KV cache type Ollama uses"
+        "--kv-type",
+        choices=("f16", "q8_0", "q4_0"),
+        help="the KV cache type Ollama uses (default: read from the server's environment)",
     )
     fit.add_argument(
         "--parallel", type=int, default=1, metavar="N", help="Ollama's parallel slots (default 1)"
@@ -234,8 +236,6 @@ def _fit(args: argparse.Namespace) -> int:
     flags: dict[tuple[str, ...], Any] = {}
     if args.host:
         flags[("ollama", "host")] = args.host
-    if args.kv_type:
-        flags[("context", "kvQuantization")] = args.kv_type
     try:
         settings = load_settings(args.config, flags=flags)
     except ConfigError as exc:
@@ -243,7 +243,14 @@ def _fit(args: argparse.Namespace) -> int:
     if args.parallel < 1:
         return _fail("--parallel must be at least 1", EXIT_USAGE)
     return anyio.run(
-        run_fit, settings, args.model, args.parallel, sys.stdout, sys.stderr, backend="asyncio"
+        run_fit,
+        settings,
+        args.model,
+        args.parallel,
+        sys.stdout,
+        sys.stderr,
+        args.kv_type,
+        backend="asyncio",
     )
 
 

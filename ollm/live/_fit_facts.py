@@ -21,7 +21,9 @@ from ..providers.ollama import (
     make_http_client,
     weights_bytes,
 )
+from ..server_setup import preference_note
 from ._root import StartError
+from ._server_env import read_server_setup
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class FitFacts:
     """Ollama runs on this machine, so its memory is what matters."""
     memory_source: str = ""
     """Which probe read the memory, and why earlier ones were passed over."""
+    kv_source: str = ""
+    """Where the KV cache type in force was read."""
+    preference: str = ""
+    """When `kvQuantization` asks for another type than the server runs: what it would gain."""
     devices: tuple[Device, ...] = ()
     held_bytes: int = 0
     """What the model holds while loaded (a reload frees it)."""
@@ -61,7 +67,9 @@ def _runner_bytes() -> int:
         return 0
 
 
-async def gather_fit(settings: Settings, model: str, parallel: int) -> FitFacts:
+async def gather_fit(
+    settings: Settings, model: str, parallel: int, kv_type: str | None = None
+) -> FitFacts:
     """Ask the server about `model` and this machine about its memory.
 
     Raises:
@@ -80,7 +88,9 @@ async def gather_fit(settings: Settings, model: str, parallel: int) -> FitFacts:
         arch = Architecture.from_model_info(shown.model_info)
     except ArchitectureError as exc:
         raise StartError(f"cannot size {model}: {exc}", "server_error") from exc
-    kv_type = settings.context.kv_quantization
+    setup = await anyio.to_thread.run_sync(read_server_setup, host)
+    kv_source = "--kv-type" if kv_type else setup.source
+    kv_type = kv_type or setup.kv_type
     footprint = footprint_of(
         arch,
         weights,
@@ -112,6 +122,10 @@ async def gather_fit(settings: Settings, model: str, parallel: int) -> FitFacts:
         footprint=footprint,
         report=fit_report(arch, footprint, budget, kv_type, parallel),
         kv_type=kv_type,
+        kv_source=kv_source,
+        preference=preference_note(arch, setup, settings.context.kv_quantization)
+        if kv_source != "--kv-type"
+        else "",
         parallel=parallel,
         buffer_mib=settings.context.vram_buffer,
         host=host,

@@ -27,6 +27,7 @@ from ..events import (
 )
 from ..profiles import Profiles
 from ..providers.ollama import OllamaClient, ProviderError
+from ..server_setup import ServerSetup
 from ..storage.session_files import private_dir
 from ..storage.store import IdError, Listing, SnapshotView
 from ._preview import NextRequest, next_request
@@ -82,6 +83,7 @@ class LiveSession:
         requests: Requests,
         snapshots_view: SnapshotView,
         recorder: Recorder | None = None,
+        setup: ServerSetup | None = None,
     ) -> None:
         self.runtime = runtime
         self.session_id = session_id
@@ -92,6 +94,7 @@ class LiveSession:
         """The read model of the session (what the status box and toolbar show)."""
         self._client = client
         self._profiles = profiles
+        self._setup = setup
         self._requests = requests
         self._snapshots = snapshots_view
         self._recorder = recorder
@@ -185,7 +188,9 @@ class LiveSession:
             LiveError: the server cannot be reached or the model is not installed.
         """
         try:
-            return await select_model(self._client, self.settings, self._profiles, model=name)
+            return await select_model(
+                self._client, self.settings, self._profiles, model=name, setup=self._setup
+            )
         except SelectionError as exc:
             raise LiveError(str(exc)) from None
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from sqlite3 import Connection
 from typing import Any, Literal
+
+import anyio.to_thread
 
 from actors import (
     ChildSpec,
@@ -44,6 +46,7 @@ from ..gpu.chain import ProbeChain
 from ..gpu.records import MemorySource
 from ..profiles import ProfileError, Profiles, load_profiles
 from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
+from ..server_setup import ServerSetup
 from ..storage.journal import (
     Checkpoint,
     JournalError,
@@ -65,6 +68,7 @@ from ..storage.store import SnapshotStore, SnapshotView
 from ._live_session import LiveSession
 from ._requests import Requests
 from ._selection import SelectionError, select_model
+from ._server_env import read_server_setup
 from ._status import Status
 
 Tap = Callable[[Envelope[Any]], None]
@@ -226,9 +230,10 @@ async def open_live_session(
         host, timeout = settings.ollama.host, settings.ollama.timeout
         async with make_http_client(host, timeout) as http:
             client = OllamaClient(http, host, timeout)
+            setup = await anyio.to_thread.run_sync(read_server_setup, host)
             try:
                 selected = await select_model(
-                    client, settings, profiles, model=model, size=start.size
+                    client, settings, profiles, model=model, size=start.size, setup=setup
                 )
             except SelectionError as exc:
                 raise StartError(str(exc), exc.kind) from exc
@@ -252,6 +257,7 @@ async def open_live_session(
                 seed,
                 start.resume is not None,
                 calibration(journal, selected.model),
+                setup,
             )
             wiring = _Wiring(clock, memory or ProbeChain(), extra, taps)
             async with _running(settings, record, wiring, client, profiles, selected) as live:
@@ -275,6 +281,8 @@ class _Record:
     resumed: bool
     prior: tuple[float, int] | None = None
     """The model's calibration from an earlier session (factor, extra), if any."""
+    setup: ServerSetup = field(default_factory=ServerSetup)
+    """What the server runs (its KV cache type, …) and where that was read."""
 
 
 @dataclass(frozen=True)
@@ -344,6 +352,7 @@ async def _running(
                 requests=requests,
                 snapshots_view=view,
                 recorder=recorder,
+                setup=record.setup,
             )
     except JournalError as exc:
         raise RecordError(str(exc)) from exc

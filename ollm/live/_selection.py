@@ -7,6 +7,7 @@ from ..events import FailureKind, ModelSelected
 from ..memory import Architecture, ArchitectureError, MiB
 from ..profiles import Profiles, choose_context
 from ..providers.ollama import OllamaClient, ProviderError, weights_bytes
+from ..server_setup import ServerSetup
 
 
 class SelectionError(Exception):
@@ -30,6 +31,7 @@ async def select_model(
     *,
     model: str | None = None,
     size: int | None = None,
+    setup: ServerSetup | None = None,
 ) -> ModelSelected:
     """The model to use and its context, by the sizing rule.
 
@@ -78,6 +80,6 @@ async def select_model(
         architecture=architecture,
         weights_bytes=weights,
         auto_size=settings.context.auto_size,
-        kv_cache_type=settings.context.kv_quantization,
+        kv_cache_type=(setup or ServerSetup()).kv_type,  # what the server runs, not the wish
         vram_buffer_bytes=settings.context.vram_buffer * MiB,
     )

@@ -43,7 +43,9 @@ async def test_chat_and_the_status_box_tell_the_truth():
     assert out.count("You said") == 2
     box = out[out.index("┌─ Context Status") :]
     assert "│ Model: llama3.1:8b" in box
-    assert "KV Cache: q8_0 (" in box
+    assert "KV Cache: f16 (" in box, (
+        "the type the server runs (Ollama's default), not kvQuantization"
+    )
     assert "Auto-compress: enabled at 75%" in box
     # The context figure is the token counter's, against the num_ctx the server really got.
     used = int(box.split("Context: ")[1].split(" /")[0].replace(",", ""))
