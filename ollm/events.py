@@ -171,7 +171,10 @@ class ModelSelected(Input, frozen=True, kw_only=True, tag="model.selected"):
     auto_size: bool = False
     """Size the context from free memory (`context.autoSize`)."""
     kv_cache_type: str = "f16"
+    """The KV cache type the server runs (what sizing uses)."""
     vram_buffer_bytes: int = 0
+    parallel: int = 1
+    """The server's parallel slots (`OLLAMA_NUM_PARALLEL`): each holds a whole context."""
 
 
 class SessionOpened(Input, frozen=True, kw_only=True, tag="session.opened"):

@@ -39,7 +39,7 @@ def memory_line(facts: FitFacts) -> str:
 async def run_fit(
     settings: Settings,
     model: str,
-    parallel: int,
+    parallel: int | None,
     out: TextIO,
     err: TextIO,
     kv_type: str | None = None,

@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the KV cache type Ollama uses (default: read from the server's environment)",
     )
     fit.add_argument(
-        "--parallel", type=int, default=1, metavar="N", help="Ollama's parallel slots (default 1)"
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="Ollama's parallel slots (default: read from the server's environment, else 1)",
     )
     replay = commands.add_parser(
         "replay",
@@ -240,7 +243,7 @@ def _fit(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, flags=flags)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    if args.parallel < 1:
+    if args.parallel is not None and args.parallel < 1:
         return _fail("--parallel must be at least 1", EXIT_USAGE)
     return anyio.run(
         run_fit,

@@ -76,6 +76,7 @@ def footprint(state: PoolState) -> Footprint:
         selected.kv_cache_type,
         loaded_context=loaded.context_length if loaded else 0,
         loaded_bytes=loaded.size_bytes if loaded else 0,
+        parallel=selected.parallel,
     )
 
 
@@ -99,10 +100,12 @@ def choose(state: PoolState, *, below: int | None = None) -> tuple[SizeOption, s
     fp = footprint(state)
     kv_type = usable_cache_type(arch, selected.kv_cache_type)
     for option in reversed(options):
-        if needed_bytes(arch, option.num_ctx, fp, kv_type) <= budget:
+        if needed_bytes(arch, option.num_ctx, fp, kv_type, selected.parallel) <= budget:
             return option, f"fits in {format_bytes(budget)} free"
     if not selected.options:
-        exact = largest_fitting(arch, budget, fp, kv_type, high=options[-1].num_ctx)
+        exact = largest_fitting(
+            arch, budget, fp, kv_type, parallel=selected.parallel, high=options[-1].num_ctx
+        )
         if exact:
             return SizeOption(size=exact, num_ctx=exact), f"fits in {format_bytes(budget)} free"
     free = format_bytes(max(budget, 0))

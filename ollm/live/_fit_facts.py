@@ -68,7 +68,7 @@ def _runner_bytes() -> int:
 
 
 async def gather_fit(
-    settings: Settings, model: str, parallel: int, kv_type: str | None = None
+    settings: Settings, model: str, parallel: int | None = None, kv_type: str | None = None
 ) -> FitFacts:
     """Ask the server about `model` and this machine about its memory.
 
@@ -91,6 +91,7 @@ async def gather_fit(
     setup = await anyio.to_thread.run_sync(read_server_setup, host)
     kv_source = "--kv-type" if kv_type else setup.source
     kv_type = kv_type or setup.kv_type
+    parallel = parallel or setup.parallel
     footprint = footprint_of(
         arch,
         weights,

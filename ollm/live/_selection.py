@@ -81,5 +81,6 @@ async def select_model(
         weights_bytes=weights,
         auto_size=settings.context.auto_size,
         kv_cache_type=(setup or ServerSetup()).kv_type,  # what the server runs, not the wish
+        parallel=(setup or ServerSetup()).parallel,
         vram_buffer_bytes=settings.context.vram_buffer * MiB,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from actors import ChildSpec
@@ -89,6 +90,15 @@ async def test_auto_size_picks_the_largest_option_that_fits_free_memory():
         assert (chosen.size, chosen.num_ctx) == (8192, 6963)
         assert "fits in" in chosen.reason
         assert any("num_ctx 6963" in n.text for n in h.events(UserNotified))
+
+
+async def test_each_parallel_slot_the_server_runs_holds_a_whole_context():
+    """Ollama allocates `num_ctx × OLLAMA_NUM_PARALLEL`: at 12 GiB free one slot takes
+    the 16k option (the test above), four slots only the 8k one."""
+    async with open_harness(*specs()) as h:
+        await start(h, free=12, model=msgspec.structs.replace(selected(), parallel=4))
+        chosen = h.events(ContextSizeChosen)[-1]
+    assert (chosen.size, chosen.num_ctx) == (8192, 6963)
 
 
 async def test_without_auto_size_or_memory_the_users_choice_stands():
