@@ -99,6 +99,33 @@ def fit_lines(facts: FitFacts) -> list[str]:
         )
         if parallel > 1:
             lines.append(f"(per slot, with {parallel} parallel slots)")
+    lines += ["", *option_lines(facts)]
     if facts.preference:
         lines.append(facts.preference)
+    return lines
+
+
+def option_lines(facts: FitFacts) -> list[str]:
+    """The chat's own options (the size you pick → the num_ctx it sends), what each needs
+    with the KV cache type in force, and the one the chat would take now."""
+    slots = f", {facts.parallel} slots" if facts.parallel > 1 else ""
+    lines = [
+        f"the chat's context options (memory with the {facts.kv_type} KV cache the server "
+        f"runs{slots}):",
+        f"{'size':>9} {'num_ctx':>9} {'needs':>11}  fits",
+    ]
+    for option in facts.options:
+        fits = "?" if option.fits is None else ("yes" if option.fits else "no")
+        lines.append(
+            f"{option.size:>9} {option.num_ctx:>9} {human(option.needed_bytes):>11}  {fits}"
+        )
+    pick = facts.pick
+    if pick is None:
+        lines.append("which one fits is unknown here (no memory reading of the server's machine)")
+    else:
+        lines.append(
+            f"the largest that fits now: {pick.size} (num_ctx {pick.num_ctx}); choose it with "
+            f"`ollm --context-size {pick.size}`, or `targetSize: {pick.size}` under `context:` "
+            "in config.yaml"
+        )
     return lines

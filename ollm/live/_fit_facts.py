@@ -3,26 +3,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
+import msgspec
 
 from ..config import Settings
+from ..context.context_pool import PoolState, budget_bytes, choose, footprint
 from ..context.vram_monitor import is_local
+from ..events import MemorySampled, ModelLoaded, ModelSelected, SizeOption
 from ..fit_report import FitReport, fit_report
 from ..gpu.chain import ProbeChain
 from ..gpu.nvidia import NvmlProbe, ollama_runner_bytes
-from ..gpu.records import ProbeUnavailable, headroom
-from ..memory import Architecture, ArchitectureError, Footprint, MiB, footprint_of, reload_budget
+from ..gpu.records import DeviceMemory, ProbeUnavailable, Reading, headroom
+from ..memory import (
+    Architecture,
+    ArchitectureError,
+    Footprint,
+    MiB,
+    footprint_of,
+    needed_bytes,
+    reload_budget,
+)
 from ..providers.ollama import (
     OllamaClient,
     ProviderError,
+    PsModel,
     loaded_model,
     make_http_client,
     weights_bytes,
 )
 from ..server_setup import preference_note
-from ._root import StartError
+from ._root import StartError, load_profile_db
+from ._selection import SelectionError, select_model
 from ._server_env import read_server_setup
 
 
@@ -32,6 +46,16 @@ class Device:
     name: str
     total_bytes: int
     free_bytes: int
+
+
+@dataclass(frozen=True)
+class FitOption:
+    """One context option as the chat sends it, and whether it fits now."""
+
+    size: int
+    num_ctx: int
+    needed_bytes: int
+    fits: bool | None
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,10 @@ class FitFacts:
     """Where the KV cache type in force was read."""
     preference: str = ""
     """When `kvQuantization` asks for another type than the server runs: what it would gain."""
+    options: tuple[FitOption, ...] = ()
+    """The chat's context options for this model (profile size → num_ctx)."""
+    pick: FitOption | None = None
+    """What the chat would choose now, by the context pool's own rule (None: no memory)."""
     devices: tuple[Device, ...] = ()
     held_bytes: int = 0
     """What the model holds while loaded (a reload frees it)."""
@@ -84,11 +112,17 @@ async def gather_fit(
             loaded = loaded_model(await client.ps(), model)
         except ProviderError as exc:
             raise StartError(exc.failure.message, exc.failure.kind) from exc
+        setup = await anyio.to_thread.run_sync(read_server_setup, host)
+        try:
+            selected = await select_model(
+                client, settings, load_profile_db(), model=model, setup=setup
+            )
+        except SelectionError as exc:
+            raise StartError(str(exc), exc.kind) from exc
     try:
         arch = Architecture.from_model_info(shown.model_info)
     except ArchitectureError as exc:
         raise StartError(f"cannot size {model}: {exc}", "server_error") from exc
-    setup = await anyio.to_thread.run_sync(read_server_setup, host)
     kv_source = "--kv-type" if kv_type else setup.source
     kv_type = kv_type or setup.kv_type
     parallel = parallel or setup.parallel
@@ -104,6 +138,7 @@ async def gather_fit(
     budget: int | None = None
     source, held, runner = "", 0, 0
     devices: tuple[Device, ...] = ()
+    reading: Reading | None = None
     if local:
         reading = await anyio.to_thread.run_sync(ProbeChain().read)
         held = (loaded.size_vram or loaded.size) if loaded else 0
@@ -116,6 +151,9 @@ async def gather_fit(
         devices = tuple(
             Device(d.device, d.name, d.total_bytes, d.free_bytes) for d in reading.devices
         )
+    options, pick = _options(
+        selected, kv_type, parallel, loaded, reading.devices if reading else ()
+    )
     return FitFacts(
         model=model,
         arch=arch,
@@ -135,4 +173,61 @@ async def gather_fit(
         devices=devices,
         held_bytes=held,
         runner_bytes=runner,
+        options=options,
+        pick=pick,
     )
+
+
+def _options(
+    selected: ModelSelected,
+    kv_type: str,
+    parallel: int,
+    loaded: PsModel | None,
+    devices: Sequence[DeviceMemory],
+) -> tuple[tuple[FitOption, ...], FitOption | None]:
+    """Every context option of the model and the one the chat would pick, by the context
+    pool's own functions (`choose`, `needed_bytes`) on the same memory."""
+    every = selected.options or (SizeOption(size=selected.size, num_ctx=selected.num_ctx),)
+    widest = msgspec.structs.replace(
+        selected,
+        size=max(o.size for o in every),
+        auto_size=True,
+        kv_cache_type=kv_type,
+        parallel=parallel,
+    )
+    state = PoolState(
+        selected=widest,
+        devices={
+            d.device: MemorySampled(
+                device=d.device, total_bytes=d.total_bytes, free_bytes=d.free_bytes
+            )
+            for d in devices
+        },
+        loaded=ModelLoaded(
+            model=selected.model,
+            context_length=loaded.context_length,
+            size_bytes=loaded.size,
+            size_vram_bytes=loaded.size_vram,
+        )
+        if loaded
+        else None,
+    )
+    budget = budget_bytes(state)
+    arch = widest.architecture
+    rows = []
+    for option in every:
+        needed = (
+            needed_bytes(arch, option.num_ctx, footprint(state), kv_type, parallel)
+            if arch is not None
+            else 0
+        )
+        rows.append(
+            FitOption(
+                option.size, option.num_ctx, needed, None if budget is None else needed <= budget
+            )
+        )
+    chosen = choose(state) if budget is not None else None
+    pick = next((r for r in rows if chosen and r.num_ctx == chosen[0].num_ctx), None)
+    if chosen and pick is None:
+        pick = FitOption(chosen[0].size, chosen[0].num_ctx, 0, True)
+    return tuple(rows), pick

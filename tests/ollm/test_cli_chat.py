@@ -371,3 +371,25 @@ def test_a_new_session_starts_from_the_calibration_the_last_one_learned(server, 
     assert with_prior < without, (with_prior, without)
     check = ollm("replay", "--check", sessions()[-1])
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_fit_lists_the_chats_own_options_and_how_to_choose_the_largest_that_fits(server):
+    # The KV type and slots given, so that this machine's own Ollama setup plays no part.
+    result = ollm("fit", "llama3.1:8b", "--host", server.url, "--kv-type", "f16", "--parallel", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("the chat's context"))
+    assert "f16 KV cache the server runs" in lines[start]
+    rows = [line.split() for line in lines[start + 2 : start + 8]]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [
+        (4096, 3482),
+        (8192, 6963),
+        (16384, 13926),
+        (32768, 27853),
+        (65536, 55706),
+        (131072, 111411),
+    ], "size → num_ctx exactly as the chat sends them"
+    fitting = [int(r[0]) for r in rows if r[-1] == "yes"]
+    largest = next(line for line in lines if line.startswith("the largest that fits now:"))
+    if fitting:
+        assert f"`ollm --context-size {max(fitting)}`" in largest
