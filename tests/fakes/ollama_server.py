@@ -300,7 +300,7 @@ class FakeEngine:
     ) -> AsyncIterator[Piece]:
         for piece in pieces_within(_default_reply(messages), count, limit):
             if self.piece_delay:
-                await anyio.sleep(self.piece_delay)
+                await anyio.sleep(self.piece_delay)  # sleep-ok: a slow model generating
             yield piece
 
 
