@@ -320,6 +320,26 @@ def footprint_of(
     return Footprint(weights_bytes=weights_bytes)
 
 
+def allocation_types(
+    arch: Architecture,
+    loaded_context: int,
+    loaded_bytes: int,
+    weights_bytes: int,
+    parallel: int = 1,
+) -> tuple[str, ...]:
+    """The KV cache types whose exact cache fits in what `/api/ps` reports beyond the
+    weights, the largest cache first: a type whose cache does not fit cannot be the one the
+    server runs. (Compute buffers come on top, so a fitting type is possible, not proven.)"""
+    sizes = []
+    for kind in ("f16", "q8_0", "q4_0"):
+        if usable_cache_type(arch, kind) != kind:
+            continue
+        kv = ollama_kv_bytes(arch, loaded_context, kind, parallel)
+        if loaded_bytes - weights_bytes - kv >= 0:
+            sizes.append((kv, kind))
+    return tuple(kind for _kv, kind in sorted(sizes, reverse=True))
+
+
 def needed_bytes(
     arch: Architecture,
     num_ctx: int,

@@ -34,6 +34,7 @@ from ..events import (
 from ..gpu.records import headroom
 from ..memory import (
     Footprint,
+    allocation_types,
     footprint_of,
     format_bytes,
     largest_fitting,
@@ -188,6 +189,7 @@ class ContextPoolActor(Actor[Accepted]):
                 )
             case ModelLoaded():
                 state.loaded = event
+                await self._check_kv_type(ctx, event)
                 chosen = state.chosen
                 if (
                     chosen
@@ -211,6 +213,38 @@ class ContextPoolActor(Actor[Accepted]):
                     await ctx.publish(found)
             case _:
                 pass
+
+    async def _check_kv_type(self, ctx: Context, loaded: ModelLoaded) -> None:
+        """The allocation `/api/ps` reports, held against the exact KV cache of each type:
+        when it is too small for the type sizing assumed, the server runs a smaller one."""
+        selected = self.state.selected
+        if (
+            selected is None
+            or selected.architecture is None
+            or loaded.model != selected.model
+            or not (loaded.context_length and loaded.size_bytes and selected.weights_bytes)
+        ):
+            return
+        allowed = allocation_types(
+            selected.architecture,
+            loaded.context_length,
+            loaded.size_bytes,
+            selected.weights_bytes,
+            selected.parallel,
+        )
+        if not allowed or selected.kv_cache_type in allowed:
+            return
+        kind = allowed[0]
+        self.state.selected = replace(selected, kv_cache_type=kind)
+        await ctx.publish(
+            UserNotified(
+                level="info",
+                text=f"Ollama's allocation for {loaded.model} ({format_bytes(loaded.size_bytes)} "
+                f"in /api/ps) is less than its weights and a {selected.kv_cache_type} KV cache "
+                f"of {loaded.context_length} tokens: the server runs a {kind} cache, and "
+                "sizing follows it",
+            )
+        )
 
     async def _choose(self, ctx: Context, below: int | None, reason: str) -> None:
         found = choose(self.state, below=below)

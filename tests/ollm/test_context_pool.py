@@ -33,7 +33,7 @@ from ollm.events import (
     UserSubmitted,
 )
 from ollm.gpu.records import DeviceMemory, ProbeUnavailable, Reading
-from ollm.memory import Architecture, GiB, MiB
+from ollm.memory import Architecture, GiB, MiB, ollama_kv_bytes
 from ollm.profiles import choose_context, load_profiles
 from ollm.providers.scripted import ScriptedProviderActor
 from tests.fakes.ollama_server import FakeModel
@@ -287,3 +287,39 @@ async def test_the_monitor_says_when_it_falls_back_to_another_source():
 
 
 __all__ = ("ProbeUnavailable", "SizeOption")
+
+
+async def test_an_allocation_too_small_for_the_assumed_kv_type_shows_the_servers_own():
+    """Sizing assumed f16 (Ollama's default); `/api/ps` then reports less than the weights
+    and an f16 cache of the loaded context: the server runs q8_0, and the next sizing uses it."""
+    arch = LLAMA
+    q8 = ollama_kv_bytes(arch, 13926, "q8_0")
+    async with open_harness(*specs()) as h:
+        await start(h, free=12)
+        await h.inject(
+            ModelLoaded(
+                model="llama3.1:8b",
+                context_length=13926,
+                size_bytes=4_900_000_000 + q8 + 300 * MiB,
+            )
+        )
+        (notice,) = [n for n in h.events(UserNotified) if "allocation" in n.text]
+        assert "the server runs a q8_0 cache" in notice.text
+        # 1 GiB free beside the 5.8 GiB the model holds: the 16k option needs 5.8 GiB with
+        # the q8_0 cache the allocation shows, 6.8 GiB with the f16 one sizing assumed.
+        await h.publish(gpu(1.0))
+        await h.inject(ResizeRequested(reason="memory changed", auto=True))
+        chosen = h.events(ContextSizeChosen)[-1]
+    assert (chosen.size, chosen.num_ctx) == (16384, 13926)
+
+
+async def test_an_allocation_that_fits_the_assumed_type_changes_nothing():
+    f16 = ollama_kv_bytes(LLAMA, 13926, "f16")
+    async with open_harness(*specs()) as h:
+        await start(h, free=12)
+        await h.inject(
+            ModelLoaded(
+                model="llama3.1:8b", context_length=13926, size_bytes=4_900_000_000 + f16 + 1
+            )
+        )
+        assert not [n for n in h.events(UserNotified) if "allocation" in n.text]
