@@ -127,9 +127,10 @@ class TokenCounterActor(Actor[Accepted]):
 
     async def handle(self, event: Accepted, ctx: Context) -> None:
         acc = self.accounting
-        before = (dict(acc.factors), dict(acc.extra))
+        replied = isinstance(event, ReplyCompleted)  # only a reply recalibrates
+        before = (dict(acc.factors), dict(acc.extra)) if replied else ({}, {})
         changed, truncated = self.ledger.apply(event)
-        if isinstance(event, ReplyCompleted):
+        if replied:
             for model in sorted(set(acc.factors) | set(acc.extra)):
                 now = (acc.factors.get(model), acc.extra.get(model))
                 if now != (before[0].get(model), before[1].get(model)):

@@ -32,7 +32,6 @@ from ..providers.ollama import (
     PsModel,
     loaded_model,
     make_http_client,
-    weights_bytes,
 )
 from ..server_setup import preference_note
 from ._root import StartError, load_profile_db
@@ -106,23 +105,26 @@ async def gather_fit(
     host, timeout = settings.ollama.host, settings.ollama.timeout
     async with make_http_client(host, timeout) as http:
         client = OllamaClient(http, host, timeout)
-        try:
-            shown = await client.show(model)
-            weights = weights_bytes(await client.tags(), model)
-            loaded = loaded_model(await client.ps(), model)
-        except ProviderError as exc:
-            raise StartError(exc.failure.message, exc.failure.kind) from exc
         setup = await anyio.to_thread.run_sync(read_server_setup, host)
         try:
+            # The chat's own selection: /api/show and /api/tags, asked once.
             selected = await select_model(
                 client, settings, load_profile_db(), model=model, setup=setup
             )
         except SelectionError as exc:
             raise StartError(str(exc), exc.kind) from exc
-    try:
-        arch = Architecture.from_model_info(shown.model_info)
-    except ArchitectureError as exc:
-        raise StartError(f"cannot size {model}: {exc}", "server_error") from exc
+        try:
+            loaded = loaded_model(await client.ps(), model)
+            if selected.architecture is None:  # say why, in the parser's own words
+                Architecture.from_model_info((await client.show(model)).model_info)
+        except ProviderError as exc:
+            raise StartError(exc.failure.message, exc.failure.kind) from exc
+        except ArchitectureError as exc:
+            raise StartError(f"cannot size {model}: {exc}", "server_error") from exc
+    arch = selected.architecture
+    weights = selected.weights_bytes
+    if arch is None:
+        raise StartError(f"cannot size {model}: /api/show has no architecture", "server_error")
     kv_source = "--kv-type" if kv_type else setup.source
     kv_type = kv_type or setup.kv_type
     parallel = parallel or setup.parallel

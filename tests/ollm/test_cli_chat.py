@@ -389,6 +389,8 @@ def test_fit_lists_the_chats_own_options_and_how_to_choose_the_largest_that_fits
         (65536, 55706),
         (131072, 111411),
     ], "size → num_ctx exactly as the chat sends them"
+    shown = [r for r in server.requests if r.path == "/api/show"]
+    assert len(shown) == 1, "fit asks /api/show once (the chat's own selection)"
     fitting = [int(r[0]) for r in rows if r[-1] == "yes"]
     largest = next(line for line in lines if line.startswith("the largest that fits now:"))
     if fitting:
