@@ -172,6 +172,12 @@ class ModelSelected(Input, frozen=True, kw_only=True, tag="model.selected"):
     """Size the context from free memory (`context.autoSize`)."""
     kv_cache_type: str = "f16"
     """The KV cache type the server runs (what sizing uses)."""
+    kv_source: str = ""
+    """Where `kv_cache_type`, `flash_attention` and `parallel` were read, in words."""
+    flash_attention: str = "auto"
+    """The server's flash attention: "on", "off" or "auto" (llama-server decides)."""
+    kv_preferred: str = ""
+    """The type the user wants the server to run (`kvQuantization`); "" when not known."""
     vram_buffer_bytes: int = 0
     parallel: int = 1
     """The server's parallel slots (`OLLAMA_NUM_PARALLEL`): each holds a whole context."""
@@ -183,6 +189,8 @@ class SessionOpened(Input, frozen=True, kw_only=True, tag="session.opened"):
     session_id: str
     state: ConversationState
     resumed: bool = False
+    told: tuple[str, ...] = ()
+    """The keys of once-only notices (`UserNotified.once`) earlier sessions gave."""
 
 
 class ModelLoaded(Input, frozen=True, kw_only=True, tag="model.loaded"):
@@ -407,6 +415,19 @@ class CalibrationRestored(Input, frozen=True, kw_only=True, tag="usage.calibrati
     extra: int = 0
 
 
+class KvTypeLearned(Event, frozen=True, kw_only=True, tag="context.kv_type_learned"):
+    """What `/api/ps` allocated for the model rules out the KV cache type sizing assumed:
+    the server runs `kv_cache_type` (the largest type the allocation still allows), and
+    sizing follows it from now on."""
+
+    model: str
+    kv_cache_type: str
+    assumed: str
+    """The type sizing used until now."""
+    source: str
+    """How the allocation showed it, in words (what `/api/ps` reported, at which context)."""
+
+
 class TruncationDetected(Event, frozen=True, kw_only=True, tag="usage.truncation_detected"):
     """Ollama counted far fewer prompt tokens than were sent: it cut the conversation."""
 
@@ -471,6 +492,9 @@ class UserNotified(Event, frozen=True, kw_only=True, tag="user.notified"):
 
     level: NoticeLevel
     text: str
+    once: str = ""
+    """A key: the journal remembers it, and a notice with the same key is not given again
+    (advice that does not change from session to session); "" for every other notice."""
 
 
 # --- thresholds and requests ----------------------------------------------------------------
@@ -602,6 +626,7 @@ DomainEvent = (
     | UsageChanged
     | CalibrationChanged
     | CalibrationRestored
+    | KvTypeLearned
     | TruncationDetected
     | SoftLimitHit
     | CompressRequested

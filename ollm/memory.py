@@ -15,7 +15,7 @@ of thumb is used anywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -322,22 +322,30 @@ def footprint_of(
 
 def allocation_types(
     arch: Architecture,
-    loaded_context: int,
-    loaded_bytes: int,
+    loads: Sequence[tuple[int, int]],
     weights_bytes: int,
     parallel: int = 1,
 ) -> tuple[str, ...]:
-    """The KV cache types whose exact cache fits in what `/api/ps` reports beyond the
-    weights, the largest cache first: a type whose cache does not fit cannot be the one the
-    server runs. (Compute buffers come on top, so a fitting type is possible, not proven.)"""
-    sizes = []
+    """The KV cache types the allocations `/api/ps` reported (`loads`: context, size) allow,
+    the largest cache first. A type is ruled out when its exact cache does not fit in what a
+    load holds beyond the weights, or when the cache it would add between two loads is more
+    than the allocation grew (compute buffers grow with the context, never shrink). A type
+    that is left is possible, not proven."""
+    points = sorted({context: size for context, size in loads if context > 0 and size > 0}.items())
+    found = []
     for kind in ("f16", "q8_0", "q4_0"):
         if usable_cache_type(arch, kind) != kind:
             continue
-        kv = ollama_kv_bytes(arch, loaded_context, kind, parallel)
-        if loaded_bytes - weights_bytes - kv >= 0:
-            sizes.append((kv, kind))
-    return tuple(kind for _kv, kind in sorted(sizes, reverse=True))
+        caches = [ollama_kv_bytes(arch, context, kind, parallel) for context, _size in points]
+        if any(
+            size - weights_bytes - kv < 0 for (_c, size), kv in zip(points, caches, strict=True)
+        ):
+            continue
+        steps = zip(points, points[1:], caches, caches[1:], strict=False)
+        if any(b[1] - a[1] < kv_b - kv_a - MiB for a, b, kv_a, kv_b in steps):
+            continue
+        found.append(kind)  # f16, q8_0, q4_0: the largest cache first
+    return tuple(found)
 
 
 def needed_bytes(

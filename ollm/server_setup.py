@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import KvType
+from .events import ModelSelected, UserNotified
 from .memory import Architecture, kv_bytes_per_token
 
-DEFAULTS = "Ollama's defaults: nothing says the server runs otherwise"
+DEFAULTS = "Ollama's defaults, as nothing says the server runs otherwise"
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _TYPES: tuple[KvType, ...] = ("f16", "q8_0", "q4_0")
@@ -70,22 +71,43 @@ def unit_environment(text: str) -> dict[str, str]:
     return found
 
 
-def preference_note(arch: Architecture | None, setup: ServerSetup, preferred: KvType) -> str:
-    """One sentence when the server runs another KV cache type than the one the user prefers
-    (`kvQuantization`), with what the preferred one would gain; "" when they agree."""
-    if preferred == setup.kv_type:
+def preference_note(
+    arch: Architecture | None, kv_type: str, flash_attention: str, preferred: str, source: str = ""
+) -> str:
+    """One sentence when the server runs another KV cache type (`kv_type`, learned from
+    `source`) than the one the user prefers (`kvQuantization`), with what the preferred one
+    would gain; "" when they agree or no preference is known."""
+    if not preferred or preferred == kv_type:
         return ""
     gain = ""
     if arch is not None:
         try:
-            ratio = kv_bytes_per_token(arch, setup.kv_type) / kv_bytes_per_token(arch, preferred)
+            ratio = kv_bytes_per_token(arch, kv_type) / kv_bytes_per_token(arch, preferred)
         except ValueError:
             ratio = 0.0
         if ratio:
             gain = f", {ratio:.1f}× the context would fit in the same memory"
-    flash = "" if setup.flash_attention == "on" else " and OLLAMA_FLASH_ATTENTION=1"
+    flash = "" if flash_attention == "on" or preferred == "f16" else " and OLLAMA_FLASH_ATTENTION=1"
+    article = "an" if kv_type == "f16" else "a"
     return (
-        f"the server runs an {setup.kv_type} KV cache, not the {preferred} of kvQuantization, "
+        f"the server runs {article} {kv_type} KV cache"
+        + (f" (from {source})" if source else "")
+        + f", not the {preferred} of kvQuantization, "
         f"and sizing follows the server; with OLLAMA_KV_CACHE_TYPE={preferred}{flash} set "
         f"for `ollama serve`{gain}"
     )
+
+
+def preference_notice(selected: ModelSelected) -> UserNotified | None:
+    """The preference note for a selection, as a notice given once per (server type, wish)."""
+    note = preference_note(
+        selected.architecture,
+        selected.kv_cache_type,
+        selected.flash_attention,
+        selected.kv_preferred,
+        selected.kv_source,
+    )
+    if not note:
+        return None
+    key = f"kv-preference {selected.kv_cache_type} {selected.kv_preferred}"
+    return UserNotified(level="info", text=note, once=key)

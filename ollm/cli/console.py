@@ -11,6 +11,7 @@ from actors import Actor, Context
 
 from ..events import (
     ChatRequested,
+    KvTypeLearned,
     MemorySourceChanged,
     MessageAdded,
     MessageUnanswered,
@@ -19,6 +20,7 @@ from ..events import (
     ReplyChunk,
     UserNotified,
 )
+from .render import learned_text
 
 
 class CurrentStream:
@@ -64,6 +66,7 @@ Shown = (
     | ModelSelected
     | ModelLoadFailed
     | MemorySourceChanged
+    | KvTypeLearned
 )
 
 
@@ -80,6 +83,7 @@ class ConsoleActor(Actor[Shown]):
         ModelSelected,
         ModelLoadFailed,
         MemorySourceChanged,
+        KvTypeLearned,
     )
 
     def __init__(self, out: TextIO, err: TextIO, printed: Printed) -> None:
@@ -125,6 +129,8 @@ class ConsoleActor(Actor[Shown]):
                 self.notice(f"warning: {text}" if level == "warning" else text)
             case ModelSelected(warning=warning) if warning:
                 self.notice(f"warning: {warning}")
+            case KvTypeLearned():
+                self.notice(learned_text(event))
             case ModelLoadFailed(message=message):
                 self.notice(message)
             case MemorySourceChanged(source=source, detail=detail):

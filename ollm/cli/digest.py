@@ -18,6 +18,7 @@ from actors import Envelope, LogContents
 from ..events import (
     ChatRequested,
     CompressionCompleted,
+    KvTypeLearned,
     MessageAdded,
     ModelSelected,
     ReplyCancelled,
@@ -29,7 +30,7 @@ from ..events import (
     UserNotified,
 )
 from ..live import SessionRow
-from .render import pct
+from .render import learned_text, pct
 
 PREVIEW = 60
 
@@ -84,7 +85,10 @@ class _Walk:
             case ModelSelected(model=model, num_ctx=num_ctx, how=how, warning=warning):
                 facts.model = model
                 line = f"model {model}, num_ctx {num_ctx}" + (f" ({how})" if how else "")
-                return line + (f"; warning: {warning}" if warning else "")
+                kv = event.kv_cache_type + (f" from {event.kv_source}" if event.kv_source else "")
+                return line + f", KV cache {kv}" + (f"; warning: {warning}" if warning else "")
+            case KvTypeLearned():
+                return f"· {learned_text(event)}"
             case ChatRequested(request_id=rid, purpose=purpose):
                 self.purpose[rid] = purpose
             case MessageAdded(message=message) if message.role == "user":

@@ -72,6 +72,7 @@ def fit_lines(facts: FitFacts) -> list[str]:
         f"weights: {human(weights) if weights else 'unknown'}   [/api/tags size]",
         f"compute buffers: {human(compute)}   [{compute_source}]",
         f"kept free: {facts.buffer_mib} MiB   [config context.vramBuffer]",
+        *server_lines(facts),
         f"memory: {memory_line(facts)}",
         "KV cache per token (all layers): "
         + ", ".join(f"{t} {human(b)}" for t, b in report.per_token.items())
@@ -103,6 +104,23 @@ def fit_lines(facts: FitFacts) -> list[str]:
     if facts.preference:
         lines.append(facts.preference)
     return lines
+
+
+def server_lines(facts: FitFacts) -> list[str]:
+    """What the server runs that sizing depends on, and where each was read."""
+    slots = f"{facts.parallel} parallel slot" + ("s" if facts.parallel > 1 else "")
+    flash = {"auto": "auto (llama-server decides per model)"}.get(
+        facts.flash_attention, facts.flash_attention
+    )
+    if facts.kv_source == facts.parallel_source:
+        return [
+            f"server: {facts.kv_type} KV cache, flash attention {flash}, {slots}   "
+            f"[{facts.kv_source}]"
+        ]
+    return [
+        f"server: {facts.kv_type} KV cache, flash attention {flash}   [{facts.kv_source}]",
+        f"server: {slots}   [{facts.parallel_source}]",
+    ]
 
 
 def option_lines(facts: FitFacts) -> list[str]:

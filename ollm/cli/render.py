@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 from ..anchors import RANKS
-from ..events import CompressionCompleted
+from ..events import CompressionCompleted, KvTypeLearned
 from ..live import SnapshotMeta, Status
 from ..memory import format_bytes, format_bytes_of
 
 SPARKS = "▁▂▃▄▅▆▇█"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 BOX_WIDTH = 56
+BOX_TEXT_MAX = 72
+"""A longer status line is wrapped, so the box fits an 80-column terminal."""
 
 
 def pct(part: float, whole: float) -> int:
@@ -43,7 +46,10 @@ def status_lines(status: Status) -> list[str]:
         lines.append(f"{label}: {format_bytes_of(used, total)} ({pct(used, total)}%)")
     kv = status.kv_bytes()
     shown = f" ({format_bytes(kv)})" if kv is not None else ""
-    lines.append(f"KV Cache: {status.kv_type}{shown}")
+    slots = status.selected.parallel if status.selected else 1
+    shown += f" per slot, {slots} slots" if slots > 1 else ""
+    source = f", from {status.kv_source}" if status.kv_source else ""
+    lines.append(f"KV Cache: {status.kv_type}{shown}{source}")
     lines.append(f"Snapshots: {status.snapshots} available")
     if status.compression_enabled:
         lines.append(f"Auto-compress: enabled at {round(status.compress_at * 100)}%")
@@ -53,7 +59,11 @@ def status_lines(status: Status) -> list[str]:
 
 
 def status_box(status: Status) -> str:
-    lines = status_lines(status)
+    lines = [
+        part
+        for line in status_lines(status)
+        for part in textwrap.wrap(line, BOX_TEXT_MAX, subsequent_indent="  ") or [""]
+    ]
     width = max(BOX_WIDTH, max(len(line) for line in lines) + 4)
     title = "─ Context Status "
     top = "┌" + title + "─" * (width - 2 - len(title)) + "┐"
@@ -146,3 +156,12 @@ def snapshot_list(snapshots: Sequence[SnapshotMeta], problems: Sequence[str], no
     ]
     lines += [f"  ! {p}" for p in problems]
     return "\n".join(lines)
+
+
+def learned_text(event: KvTypeLearned) -> str:
+    article = "an" if event.kv_cache_type == "f16" else "a"
+    return (
+        f"{event.source} rules out the {event.assumed} KV cache sizing assumed for "
+        f"{event.model}: the server runs {article} {event.kv_cache_type} cache, and sizing "
+        "follows it"
+    )

@@ -19,6 +19,7 @@ from actors import Actor, Context
 from ..events import (
     ChatRequested,
     ContextSizeChosen,
+    KvTypeLearned,
     MemorySampled,
     ModelLoaded,
     ModelMemory,
@@ -42,6 +43,7 @@ from ..memory import (
     reload_budget,
     usable_cache_type,
 )
+from ..server_setup import preference_notice
 from .memory_guard import threshold_tokens
 
 
@@ -51,6 +53,12 @@ class PoolState:
     chosen: ContextSizeChosen | None = None
     devices: dict[str, MemorySampled] = field(default_factory=dict)
     loaded: ModelLoaded | None = None
+    allocations: dict[int, int] = field(default_factory=dict)
+    """What `/api/ps` reported for the selected model after each load: context → size."""
+    told: set[str] = field(default_factory=set)
+    """Keys of the once-only notices given (in earlier sessions or this one)."""
+    advised: bool = False
+    """The selection's preference note was considered (after its first load)."""
     used: int = 0
     sent_at: deque[int] = field(default_factory=lambda: deque(maxlen=6))
 
@@ -159,10 +167,12 @@ class ContextPoolActor(Actor[Accepted]):
     async def handle(self, event: Accepted, ctx: Context) -> None:
         state = self.state
         match event:
-            case SessionOpened():
-                self.state = PoolState()  # a (re)opened session starts fresh, as a new process
+            case SessionOpened(told=told):
+                # A (re)opened session starts fresh, as a new process.
+                self.state = PoolState(told=set(told))
             case ModelSelected():
-                state.selected, state.loaded = event, None
+                state.selected, state.loaded, state.advised = event, None, False
+                state.allocations.clear()
                 await self._choose(ctx, None, "")
             case ResizeRequested(reason=reason, auto=True) if state.selected is not None:
                 state.selected = replace(state.selected, auto_size=True)
@@ -190,6 +200,7 @@ class ContextPoolActor(Actor[Accepted]):
             case ModelLoaded():
                 state.loaded = event
                 await self._check_kv_type(ctx, event)
+                await self._advise(ctx, event)
                 chosen = state.chosen
                 if (
                     chosen
@@ -215,8 +226,8 @@ class ContextPoolActor(Actor[Accepted]):
                 pass
 
     async def _check_kv_type(self, ctx: Context, loaded: ModelLoaded) -> None:
-        """The allocation `/api/ps` reports, held against the exact KV cache of each type:
-        when it is too small for the type sizing assumed, the server runs a smaller one."""
+        """The allocations `/api/ps` reported, held against the exact KV cache of each type:
+        when they rule out the type sizing assumed, the server runs a smaller one."""
         selected = self.state.selected
         if (
             selected is None
@@ -225,26 +236,42 @@ class ContextPoolActor(Actor[Accepted]):
             or not (loaded.context_length and loaded.size_bytes and selected.weights_bytes)
         ):
             return
+        allocations = self.state.allocations
+        allocations[loaded.context_length] = loaded.size_bytes
         allowed = allocation_types(
             selected.architecture,
-            loaded.context_length,
-            loaded.size_bytes,
+            tuple(allocations.items()),
             selected.weights_bytes,
             selected.parallel,
         )
         if not allowed or selected.kv_cache_type in allowed:
             return
-        kind = allowed[0]
-        self.state.selected = replace(selected, kv_cache_type=kind)
-        await ctx.publish(
-            UserNotified(
-                level="info",
-                text=f"Ollama's allocation for {loaded.model} ({format_bytes(loaded.size_bytes)} "
-                f"in /api/ps) is less than its weights and a {selected.kv_cache_type} KV cache "
-                f"of {loaded.context_length} tokens: the server runs a {kind} cache, and "
-                "sizing follows it",
-            )
+        shown = ", ".join(
+            f"{format_bytes(size)} at {context} tokens"
+            for context, size in sorted(allocations.items())
         )
+        learned = KvTypeLearned(
+            model=selected.model,
+            kv_cache_type=allowed[0],
+            assumed=selected.kv_cache_type,
+            source=f"the /api/ps allocation ({shown})",
+        )
+        self.state.selected = replace(
+            selected, kv_cache_type=learned.kv_cache_type, kv_source=learned.source
+        )
+        await ctx.publish(learned)
+
+    async def _advise(self, ctx: Context, loaded: ModelLoaded) -> None:
+        """Once the first load has shown what the server runs: the note on `kvQuantization`
+        when the server runs another type, unless it was given before."""
+        state = self.state
+        if state.advised or state.selected is None or loaded.model != state.selected.model:
+            return
+        state.advised = True
+        notice = preference_notice(state.selected)
+        if notice is not None and notice.once not in state.told:
+            state.told.add(notice.once)
+            await ctx.publish(notice)
 
     async def _choose(self, ctx: Context, below: int | None, reason: str) -> None:
         found = choose(self.state, below=below)

@@ -21,7 +21,7 @@ def sysctl(name: str) -> str | None:
 
 def working_set(memsize: int, wired_limit_mb: int) -> tuple[int, bool]:
     """Metal's recommended working set: the wired limit when set (exact), else the default
-    rule (about 2/3 of RAM up to 36 GB, 3/4 above; an estimate)."""
+    rule (about 2/3 of RAM up to 36 GiB, 3/4 above; an estimate)."""
     if wired_limit_mb > 0:
         return wired_limit_mb * MiB, True
     fraction = 0.67 if memsize <= 36 * GiB else 0.75

@@ -74,6 +74,10 @@ class FitFacts:
     """Which probe read the memory, and why earlier ones were passed over."""
     kv_source: str = ""
     """Where the KV cache type in force was read."""
+    flash_attention: str = "auto"
+    """The server's flash attention ("on", "off", "auto"), read with the KV type."""
+    parallel_source: str = ""
+    """Where the parallel slots were read."""
     preference: str = ""
     """When `kvQuantization` asks for another type than the server runs: what it would gain."""
     options: tuple[FitOption, ...] = ()
@@ -125,9 +129,10 @@ async def gather_fit(
     weights = selected.weights_bytes
     if arch is None:
         raise StartError(f"cannot size {model}: /api/show has no architecture", "server_error")
-    kv_source = "--kv-type" if kv_type else setup.source
-    kv_type = kv_type or setup.kv_type
-    parallel = parallel or setup.parallel
+    kv_source = "--kv-type" if kv_type else selected.kv_source
+    parallel_source = "--parallel" if parallel else selected.kv_source
+    kv_type = kv_type or selected.kv_cache_type
+    parallel = parallel or selected.parallel
     footprint = footprint_of(
         arch,
         weights,
@@ -164,9 +169,13 @@ async def gather_fit(
         report=fit_report(arch, footprint, budget, kv_type, parallel),
         kv_type=kv_type,
         kv_source=kv_source,
-        preference=preference_note(arch, setup, settings.context.kv_quantization)
-        if kv_source != "--kv-type"
-        else "",
+        flash_attention=selected.flash_attention,
+        parallel_source=parallel_source,
+        preference=""
+        if kv_source == "--kv-type"
+        else preference_note(
+            arch, selected.kv_cache_type, selected.flash_attention, selected.kv_preferred
+        ),
         parallel=parallel,
         buffer_mib=settings.context.vram_buffer,
         host=host,

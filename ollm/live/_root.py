@@ -62,6 +62,7 @@ from ..storage.journal import (
     read_session,
     session_state,
     stream_session,
+    told_keys,
 )
 from ..storage.session_files import legacy_log, new_session_id, private_dir, sessions_root
 from ..storage.store import SnapshotStore, SnapshotView
@@ -258,6 +259,7 @@ async def open_live_session(
                 start.resume is not None,
                 calibration(journal, selected.model),
                 setup,
+                told_keys(journal),
             )
             wiring = _Wiring(clock, memory or ProbeChain(), extra, taps)
             async with _running(settings, record, wiring, client, profiles, selected) as live:
@@ -283,6 +285,8 @@ class _Record:
     """The model's calibration from an earlier session (factor, extra), if any."""
     setup: ServerSetup = field(default_factory=ServerSetup)
     """What the server runs (its KV cache type, …) and where that was read."""
+    told: tuple[str, ...] = ()
+    """The keys of once-only notices given in earlier sessions."""
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,10 @@ async def _running(
             taps=(*wiring.taps, status.apply, requests.tap),
         ) as runtime:
             opened = SessionOpened(
-                session_id=session_id, state=record.state, resumed=record.resumed
+                session_id=session_id,
+                state=record.state,
+                resumed=record.resumed,
+                told=record.told,
             )
             await runtime.publish(opened, source="cli")
             await runtime.publish(selected, source="cli")

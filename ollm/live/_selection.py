@@ -62,6 +62,7 @@ async def select_model(
         architecture: Architecture | None = Architecture.from_model_info(shown.model_info)
     except ArchitectureError:
         architecture = None
+    setup = setup or ServerSetup()
     choice = choose_context(
         profiles.find(name),
         size or settings.context.target_size,
@@ -80,7 +81,10 @@ async def select_model(
         architecture=architecture,
         weights_bytes=weights,
         auto_size=settings.context.auto_size,
-        kv_cache_type=(setup or ServerSetup()).kv_type,  # what the server runs, not the wish
-        parallel=(setup or ServerSetup()).parallel,
+        kv_cache_type=setup.kv_type,  # what the server runs, not the wish
+        kv_source=setup.source,
+        flash_attention=setup.flash_attention,
+        kv_preferred=settings.context.kv_quantization,
+        parallel=setup.parallel,
         vram_buffer_bytes=settings.context.vram_buffer * MiB,
     )

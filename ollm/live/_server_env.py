@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..context.vram_monitor import is_local
-from ..server_setup import DEFAULTS, ServerSetup, from_environment, unit_environment
+from ..server_setup import ServerSetup, from_environment, unit_environment
 
 PROC = Path("/proc")
 UNITS = (
@@ -26,7 +26,10 @@ def read_server_setup(
     proc = PROC if proc is None else proc
     units = UNITS if units is None else units
     if not is_local(host):
-        return ServerSetup(source=f"Ollama at {host} runs elsewhere; {DEFAULTS}")
+        return ServerSetup(
+            source=f"Ollama's defaults (the server at {host} runs on another machine, whose "
+            "environment cannot be read here)"
+        )
     found = _process_environment(proc)
     if found is not None:
         return found

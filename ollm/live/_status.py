@@ -8,6 +8,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from msgspec.structs import replace
+
 from actors import Envelope
 
 from ..context.token_counter import Ledger
@@ -17,6 +19,7 @@ from ..events import (
     CompressionFailed,
     CompressionStarted,
     ContextSizeChosen,
+    KvTypeLearned,
     MemorySampled,
     MemorySourceChanged,
     ModelLoaded,
@@ -61,6 +64,10 @@ class Status:
                 self.selected = event
             case ContextSizeChosen():
                 self.chosen = event
+            case KvTypeLearned() if self.selected and self.selected.model == event.model:
+                self.selected = replace(
+                    self.selected, kv_cache_type=event.kv_cache_type, kv_source=event.source
+                )
             case UsageChanged(used_tokens=used, limit_tokens=limit):
                 self.used, self.limit = used, limit
             case ChatRequested(purpose="chat"):
@@ -104,6 +111,11 @@ class Status:
     @property
     def kv_type(self) -> str:
         return self.selected.kv_cache_type if self.selected else "f16"
+
+    @property
+    def kv_source(self) -> str:
+        """Where the KV cache type in force was learned."""
+        return self.selected.kv_source if self.selected else ""
 
     def kv_bytes(self) -> int | None:
         """The exact KV cache of the context in force (None when the architecture is unknown)."""

@@ -50,6 +50,8 @@ CHUNK = "reply.chunk"
 REPLY_ENDS = ("reply.completed", "reply.failed", "reply.cancelled")
 CALIBRATED = "usage.calibrated"
 """Its latest per model is also kept in `calibrations`, for the next session's estimates."""
+NOTIFIED = "user.notified"
+"""One with a `once` key is also kept in `told`, so that it is not given again."""
 TEXT_CACHE = 4096
 """Texts kept decoded while a session is read."""
 SAID = {"user", "assistant"}
@@ -91,6 +93,10 @@ CREATE TABLE IF NOT EXISTS calibrations (
     model TEXT PRIMARY KEY,
     factor REAL NOT NULL,
     extra INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS told (
+    key TEXT PRIMARY KEY,
     at REAL NOT NULL
 );
 """
@@ -365,6 +371,8 @@ class SessionWriter:
                     "INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?)",
                     (event.model, event.factor, event.extra, envelope.at),
                 )
+            if kind == NOTIFIED and event.once:
+                db.execute("INSERT OR IGNORE INTO told VALUES (?, ?)", (event.once, envelope.at))
         db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         last = envelopes[-1]
         db.execute(
@@ -535,6 +543,11 @@ def note_crash(connection: sqlite3.Connection, home: Path, session_id: str) -> N
         connection.execute("UPDATE sessions SET crashes = ? WHERE id = ?", (crashes, session_id))
     except sqlite3.Error as exc:
         raise explain(exc, home / DATABASE) from exc
+
+
+def told_keys(connection: sqlite3.Connection) -> tuple[str, ...]:
+    """The `once` keys of the notices any session gave."""
+    return tuple(row[0] for row in connection.execute("SELECT key FROM told ORDER BY key"))
 
 
 def calibration(connection: sqlite3.Connection, model: str) -> tuple[float, int] | None:

@@ -207,6 +207,10 @@ class FakeModel:
     embedding: int = 4096
     weights_bytes: int = 4_900_000_000
     capabilities: tuple[str, ...] = ("completion", "tools")
+    kv_type: str = "f16"
+    """The KV cache type the server runs for it (`OLLAMA_KV_CACHE_TYPE` with flash attention)."""
+    parallel: int = 1
+    """The server's `OLLAMA_NUM_PARALLEL`: its runner holds a whole context per slot."""
 
     def model_info(self) -> dict[str, Any]:
         a = self.architecture
@@ -235,8 +239,12 @@ class FakeModel:
         )
 
     def kv_bytes(self, num_ctx: int) -> int:
+        """The runner's cache with the server's `kv_type` (f16: 2 bytes an element; q8_0 and
+        q4_0: blocks of 32 elements in 34 and 18 bytes)."""
         cells = -(-num_ctx // 256) * 256
-        return cells * self.layers * self.kv_heads * self.head_dim * 2 * 2
+        per_block = {"f16": 64, "q8_0": 34, "q4_0": 18}[self.kv_type]
+        per_slot = cells * self.layers * self.kv_heads * self.head_dim * 2 * per_block // 32
+        return per_slot * self.parallel
 
 
 def _default_reply(messages: list[dict[str, Any]]) -> str:

@@ -42,7 +42,7 @@ def test_replay_prints_a_readable_digest(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{CHAT} (ollm ")
     assert out[1].endswith("session golden opened")
-    assert out[2].endswith("model llama3.1:8b, num_ctx 3482 (golden)")
+    assert out[2].endswith("model llama3.1:8b, num_ctx 3482 (golden), KV cache f16")
     assert out[3].endswith(
         "turn 1  you: 'turn 0: the quick brown fox jumps over the lazy dog the qui…' (148 characters)"
     )

@@ -60,11 +60,16 @@ def test_one_shot_prints_the_answer_on_stdout_and_nothing_else(server):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("You said 21 characters.")
     assert result.stdout.endswith("\n")
-    assert result.stderr == ""
+    # stderr: only the once-only advice (the stock server runs f16, the config prefers q8_0).
+    (advice,) = result.stderr.splitlines()
+    assert advice.startswith("ollm: the server runs an f16 KV cache (from Ollama's defaults")
     chat = server.chats()[-1]
     assert chat["options"]["num_ctx"] == 13926, "the same sizing as the chat: the 16k profile"
     assert chat["messages"][-1] == {"role": "user", "content": "What is two plus two?"}
     assert user_messages(sessions()[-1]) == ["What is two plus two?"]
+    again = ollm("-p", "And three?", "--host", server.url, "--model", "llama3.1:8b")
+    assert again.returncode == 0 and again.stdout.startswith("You said 10 characters.")
+    assert again.stderr == "", "the advice is given once, not in every session"
 
 
 def test_one_shot_reads_standard_input_with_dash(server):
@@ -298,6 +303,16 @@ def test_fit_shows_the_architecture_kv_costs_and_the_largest_context_with_source
     assert "largest context that fits now:" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("4096 ")]
     assert rows[0][1:4] == ["512", "MiB", "272"]
+    assert (
+        "server: q8_0 KV cache, flash attention auto (llama-server decides per model)   "
+        "[--kv-type]" in out
+    )
+    assert "server: 1 parallel slot   [Ollama's defaults, as nothing says" in out
+    plain = ollm("fit", "llama3.1:8b", "--host", server.url).stdout
+    assert (
+        "server: f16 KV cache, flash attention auto (llama-server decides per model), "
+        "1 parallel slot   [Ollama's defaults, as nothing says the server runs otherwise]" in plain
+    )
     missing = ollm("fit", "nope", "--host", server.url)
     assert missing.returncode == 4
     assert "ollama pull nope" in missing.stderr

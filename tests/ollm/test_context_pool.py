@@ -17,6 +17,7 @@ from ollm.events import (
     ContextReduced,
     ContextSizeChosen,
     ConversationState,
+    KvTypeLearned,
     LowMemory,
     MemoryRecovered,
     MemorySampled,
@@ -303,14 +304,37 @@ async def test_an_allocation_too_small_for_the_assumed_kv_type_shows_the_servers
                 size_bytes=4_900_000_000 + q8 + 300 * MiB,
             )
         )
-        (notice,) = [n for n in h.events(UserNotified) if "allocation" in n.text]
-        assert "the server runs a q8_0 cache" in notice.text
+        (learned,) = h.events(KvTypeLearned)
+        assert (learned.assumed, learned.kv_cache_type) == ("f16", "q8_0")
+        assert learned.source == "the /api/ps allocation (5.7 GiB at 13926 tokens)"
         # 1 GiB free beside the 5.8 GiB the model holds: the 16k option needs 5.8 GiB with
         # the q8_0 cache the allocation shows, 6.8 GiB with the f16 one sizing assumed.
         await h.publish(gpu(1.0))
         await h.inject(ResizeRequested(reason="memory changed", auto=True))
         chosen = h.events(ContextSizeChosen)[-1]
     assert (chosen.size, chosen.num_ctx) == (16384, 13926)
+
+
+@pytest.mark.parametrize(("grown_by", "learned"), [("q8_0", ["q8_0"]), ("f16", [])])
+async def test_two_loads_rule_out_a_type_whose_cache_would_have_grown_more(grown_by, learned):
+    """Each allocation alone fits an f16 cache (large compute buffers), but between a load at
+    6963 and one at 13926 tokens the allocation grew only by what a q8_0 cache grows: an f16
+    cache would have grown more, and compute buffers do not shrink as the context grows."""
+    compute = 2 * GiB
+    weights = 4_900_000_000
+
+    def load(context: int) -> ModelLoaded:
+        size = weights + ollama_kv_bytes(LLAMA, context, grown_by) + compute
+        return ModelLoaded(model="llama3.1:8b", context_length=context, size_bytes=size)
+
+    async with open_harness(*specs()) as h:
+        await start(h, free=12)
+        await h.inject(load(6963))
+        assert h.events(KvTypeLearned) == [], "one load alone fits every type"
+        await h.inject(load(13926))
+        assert [e.kv_cache_type for e in h.events(KvTypeLearned)] == learned
+        if learned:
+            assert "at 6963 tokens" in h.events(KvTypeLearned)[0].source
 
 
 async def test_an_allocation_that_fits_the_assumed_type_changes_nothing():

@@ -14,7 +14,8 @@ from prompt_toolkit.output import DummyOutput
 from ollm.cli.chat import run_repl
 from ollm.config import Settings, load_settings
 from ollm.live import Start
-from tests.fakes.ollama_server import open_ollama_server, prompt_tokens
+from ollm.memory import Architecture, format_bytes, ollama_kv_bytes
+from tests.fakes.ollama_server import FakeModel, open_ollama_server, prompt_tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -296,3 +297,83 @@ async def test_context_stats_lists_the_pinned_facts_with_why_each_is_kept():
     assert "[instruction] Never use tabs in generated YAML." in stats
     assert "[stated] JOB-90211" in stats and "[stated] /srv/data/report-7.csv" in stats
     assert "facts pinned" in err, "the compression's notice says what it pinned"
+
+
+def status_box(out: str) -> str:
+    """The last status box printed, its lines joined (a long line is wrapped in the box)."""
+    box = out[out.rindex("┌─ Context Status") :]
+    box = box[: box.index("┘")]
+    return " ".join(line.strip("│ ").strip() for line in box.splitlines()[1:-1])
+
+
+def kv_figure(server, model: str, num_ctx: int, kind: str) -> str:
+    arch = Architecture.from_model_info(server.models[model].model_info())
+    return format_bytes(ollama_kv_bytes(arch, num_ctx, kind))
+
+
+async def test_the_kv_type_on_a_stock_server_is_ollamas_default_and_the_advice_comes_once():
+    """Nothing says how the server runs: f16, and where that came from, in the box; the
+    config prefers q8_0, so the first session says once what q8_0 would gain."""
+    async with open_ollama_server() as server:
+        sessions = [await repl(server, ["hello", "/context"]) for _ in range(3)]
+        num_ctx = server.chats()[-1]["options"]["num_ctx"]
+    for out, _err in sessions:
+        figure = kv_figure(server, "llama3.1:8b", num_ctx, "f16")
+        assert (
+            f"KV Cache: f16 ({figure}), from Ollama's defaults, as nothing says the server runs "
+            "otherwise" in status_box(out)
+        )
+    advice = [
+        [line for line in err.splitlines() if "kvQuantization" in line] for _, err in sessions
+    ]
+    assert advice[1:] == [[], []], "once, not in every session"
+    (line,) = advice[0]
+    assert "the server runs an f16 KV cache" in line and "not the q8_0 of kvQuantization" in line
+    assert "OLLAMA_KV_CACHE_TYPE=q8_0 and OLLAMA_FLASH_ATTENTION=1" in line
+    assert "1.9× the context would fit" in line
+
+
+async def test_the_kv_type_and_slots_come_from_the_environment_of_ollama_serve(
+    tmp_path, monkeypatch
+):
+    proc = tmp_path / "proc"
+    (proc / "41").mkdir(parents=True)
+    (proc / "41" / "cmdline").write_bytes(b"/usr/local/bin/ollama\0serve\0")
+    (proc / "41" / "environ").write_bytes(
+        b"OLLAMA_KV_CACHE_TYPE=q8_0\0OLLAMA_FLASH_ATTENTION=1\0OLLAMA_NUM_PARALLEL=2\0"
+    )
+    monkeypatch.setattr("ollm.live._server_env.PROC", proc)
+    async with open_ollama_server() as server:
+        server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", kv_type="q8_0", parallel=2)
+        out, err = await repl(server, ["hello", "/context"])
+        num_ctx = server.chats()[-1]["options"]["num_ctx"]
+    figure = kv_figure(server, "llama3.1:8b", num_ctx, "q8_0")
+    assert (
+        f"KV Cache: q8_0 ({figure}) per slot, 2 slots, from the environment of `ollama serve` "
+        "(pid 41)" in status_box(out)
+    )
+    assert "kvQuantization" not in err, "the server runs the preferred type: nothing to advise"
+
+
+async def test_an_allocation_smaller_than_the_assumed_cache_shows_the_type_the_server_runs():
+    """Nothing readable says so, but the server runs q8_0: `/api/ps` after the first load is
+    too small for an f16 cache, so the box, the sizing and the advice follow q8_0."""
+    async with open_ollama_server() as server:
+        server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", kv_type="q8_0")
+        out, err = await repl(server, ["hello", "/context"])
+        num_ctx = server.chats()[-1]["options"]["num_ctx"]
+    figure = kv_figure(server, "llama3.1:8b", num_ctx, "q8_0")
+    size = format_bytes(
+        4_900_000_000
+        + ollama_kv_bytes(
+            Architecture.from_model_info(FakeModel("m").model_info()), num_ctx, "q8_0"
+        )
+    )
+    assert (
+        f"KV Cache: q8_0 ({figure}), from the /api/ps allocation ({size} at {num_ctx} tokens)"
+        in status_box(out)
+    )
+    (learned,) = [line for line in err.splitlines() if "rules out" in line]
+    assert "rules out the f16 KV cache sizing assumed for llama3.1:8b" in learned
+    assert "the server runs a q8_0 cache" in learned
+    assert "kvQuantization" not in err, "q8_0 is what the config prefers: nothing to advise"

@@ -62,8 +62,14 @@ def test_without_anything_to_read_or_for_a_remote_server_it_is_ollamas_default(t
 
 def test_the_preferred_type_says_what_it_would_gain():
     arch = Architecture.from_model_info(FakeModel("m").model_info())
-    note = preference_note(arch, ServerSetup(), "q8_0")
-    assert "the server runs an f16 KV cache, not the q8_0 of kvQuantization" in note
+    note = preference_note(arch, "f16", "auto", "q8_0", "a unit")
+    assert "the server runs an f16 KV cache (from a unit), not the q8_0 of kvQuantization" in note
     assert "OLLAMA_KV_CACHE_TYPE=q8_0 and OLLAMA_FLASH_ATTENTION=1" in note
     assert "1.9× the context would fit" in note
-    assert preference_note(arch, ServerSetup(kv_type="q8_0"), "q8_0") == ""
+    on = preference_note(arch, "q8_0", "on", "q4_0")
+    assert "a q8_0 KV cache, not the q4_0" in on and "FLASH" not in on, "flash attention is on"
+    assert "1.9× the context" in on
+    back = preference_note(arch, "q8_0", "on", "f16")
+    assert "0.5× the context" in back and "FLASH" not in back, "f16 needs no flash attention"
+    assert preference_note(arch, "q8_0", "on", "q8_0") == ""
+    assert preference_note(arch, "q8_0", "on", "") == "", "no preference known (an old journal)"
