@@ -90,7 +90,8 @@ def config(tmp_path: Path, size: int = 1024, reply: int = 64, extra: str = "") -
     path = tmp_path / "config.yaml"
     path.write_text(
         f"model: {MODEL}\n"
-        f"context:\n  autoSize: false\n  targetSize: {size}\n  minSize: 256\n{extra}"
+        f"context:\n  autoSize: false\n  targetSize: {size}\n  minSize: 256\n"
+        f"  kvQuantization: f16\n{extra}"  # what the server runs: no advice on stderr
         f"ollama:\n  maxReplyTokens: {reply}\n"
     )
     return path
@@ -323,3 +324,28 @@ def test_the_server_cuts_or_refuses_an_over_long_prompt_as_current_ollama_does(s
     inner = json.loads(refused.json()["error"])["error"]
     assert inner["type"] == "exceed_context_size_error" and inner["n_ctx"] == 1024
     assert inner["n_prompt_tokens"] == server.chats()[-1]["prompt_tokens"] > 1024
+
+
+def test_a_q8_0_cache_is_learned_from_how_llama_cpps_allocation_grows(gguf, tmp_path):
+    """The server runs q8_0 and nothing readable says so. One load cannot tell (llama.cpp's
+    compute buffers, ~100 MiB, leave room for an f16 cache too); after `/context size`
+    reloads at 4,096, the allocation has grown by a q8_0 cache's growth, not an f16 one's."""
+    running = start(gguf, "--kv-type", "q8_0")
+    try:
+        cfg = config(tmp_path, size=1024)
+        script = lines("Hello.", "/context size 4096", "Again.", "/context")
+        result = run(running, cfg, stdin=script)
+        assert result.returncode == 0, result.stderr
+        runners = running.runners()
+    finally:
+        assert "Traceback" not in running.stop()
+    events = journal()
+    (learned,) = [e for e in events if type(e).__name__ == "KvTypeLearned"]
+    assert (learned.assumed, learned.kv_cache_type) == ("f16", "q8_0")
+    assert "at 1024 tokens" in learned.source and "at 4096 tokens" in learned.source
+    (runner,) = runners
+    arch = next(e.architecture for e in events if type(e).__name__ == "ModelSelected")
+    assert abs(ollama_kv_bytes(arch, 4096, "q8_0") - runner["kv_bytes"]) < 0.01 * 2**20
+    box = result.stdout[result.stdout.rindex("Context Status") :]
+    assert "KV Cache: q8_0 (" in box and "from the /api/ps allocation" in box
+    assert "rules out the f16 KV cache sizing assumed" in result.stderr
