@@ -322,7 +322,7 @@ def footprint_of(
 
 GROWTH_SHARE = 0.65
 """Between two loads the allocation grows by the cache's growth plus the compute buffers'
-change, which llama.cpp sometimes shrinks a little (SmolLM2 on CPU, q8_0: −5.4 MB from 2,048
+change, which llama.cpp sometimes shrinks a little (SmolLM2 on CPU, q8_0: −5.2 MiB from 2,048
 to 4,096 tokens, 22 % of that cache growth). A type is ruled out only when the allocation grew
 by less than this share of what its cache grows; the next smaller type's cache grows by 53 %."""
 
