@@ -11,13 +11,23 @@ import anyio
 from actors import ChildSpec
 
 from ..config import Settings
-from ..live import LiveSession, Outcome, RecordError, Start, StartError, open_live_session
+from ..events import MessageUnanswered
+from ..live import (
+    LiveError,
+    LiveSession,
+    Outcome,
+    RecordError,
+    Start,
+    StartError,
+    open_live_session,
+)
 from .console import ConsoleActor, Printed
 from .exits import exit_status, turn_status
 
 HELP = (
     "Type a message and press Enter (Esc then Enter for a new line). /help lists the "
-    "commands; Ctrl-C stops a reply; Ctrl-D or /quit ends the session."
+    "commands; Ctrl-C stops a reply or clears the line; Ctrl-C on an empty line, Ctrl-D or "
+    "/quit ends the session."
 )
 
 Turn = Callable[[str], Awaitable[Outcome]]
@@ -39,7 +49,15 @@ async def _in_session(
         async with open_live_session(settings, start, extra=(console,)) as live:
 
             async def turn(text: str) -> Outcome:
-                outcome = await chat_turn(live, text)
+                try:
+                    outcome = await chat_turn(live, text)
+                except LiveError as exc:
+                    err.write(f"ollm: {exc}\n")
+                    err.flush()
+                    broken = MessageUnanswered(
+                        message_id="", reason=str(exc), failure="malformed_reply"
+                    )
+                    return Outcome(broken, 0)
                 await printed.reached(outcome.seq)
                 return outcome
 

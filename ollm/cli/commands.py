@@ -138,7 +138,10 @@ class Commands:
         lines = ["commands:"]
         for command in [*self.top.values(), *self.context.values()]:
             lines.append(f"  {command.usage:<28} {command.summary}")
-        lines.append("Ctrl-C stops a reply; Esc then Enter adds a line; Ctrl-D ends the session.")
+        lines.append(
+            "Ctrl-C stops a reply or clears the line; Esc then Enter adds a line; Ctrl-D, or "
+            "Ctrl-C on an empty line, ends the session."
+        )
         return "\n".join(lines)
 
     async def _status(self, args: list[str]) -> str:

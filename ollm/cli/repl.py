@@ -3,8 +3,8 @@
 Replies stream as they arrive and notices print above the prompt (`patch_stdout`); a bottom
 toolbar shows live usage, memory and a spinner while compressing; history lives in the
 user's state directory; slash commands, their arguments and snapshot ids complete; Ctrl-C
-stops a reply and keeps the conversation, Ctrl-D ends the session; Esc then Enter adds a
-line; `NO_COLOR` is respected.
+stops a reply and keeps the conversation, or clears the line (on an empty line it ends the
+session, as Ctrl-D does); Esc then Enter adds a line; `NO_COLOR` is respected.
 """
 
 from __future__ import annotations
@@ -126,6 +126,15 @@ def _prompt_session(live: LiveSession, prompt_input: Any, prompt_output: Any) ->
     def _(event: Any) -> None:
         """Esc then Enter: a new line in the message."""
         event.current_buffer.insert_text("\n")
+
+    @bindings.add("c-c")
+    def _interrupt(event: Any) -> None:
+        """Ctrl-C clears what is typed; on an empty line it ends the session."""
+        buffer = event.current_buffer
+        if buffer.text:
+            buffer.reset()
+        else:
+            event.app.exit(exception=EOFError())
 
     history: Any
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from actors import Envelope, Recorder, Runtime
+from actors import ActorCrashed, Envelope, Recorder, Runtime
 
 from ..config import Settings, state_dir
 from ..events import (
@@ -23,6 +23,8 @@ from ..events import (
     MessageAdded,
     MessageUnanswered,
     ModelSelected,
+    ReplyCancelled,
+    ReplyFailed,
     UserSubmitted,
 )
 from ..profiles import Profiles
@@ -62,6 +64,30 @@ class Outcome:
         return self.event.failure if isinstance(self.event, MessageUnanswered) else None
 
 
+CANCEL_GRACE = 0.4
+"""Seconds a turn may go on after a cancel or a crash before ollm ends its request itself."""
+
+
+ORPHANING = ("provider", "session")
+"""The actors whose crash can leave a turn's request open (the others' work is redone)."""
+
+
+def _orphaning(event: object) -> bool:
+    return isinstance(event, ActorCrashed) and event.actor in ORPHANING
+
+
+async def _first(*events: anyio.Event) -> None:
+    """Wait until any of `events` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
+
+
 def turn_ended(event: object) -> bool:
     """The event that ends a turn: the reply, or the message left unanswered."""
     return isinstance(event, MessageUnanswered) or (
@@ -98,6 +124,7 @@ class LiveSession:
         self._requests = requests
         self._snapshots = snapshots_view
         self._recorder = recorder
+        self._cancelling = anyio.Event()
 
     @property
     def model(self) -> str:
@@ -110,15 +137,66 @@ class LiveSession:
     # --- talking ----------------------------------------------------------------------------
 
     async def send(self, text: str) -> Outcome:
-        """Send a chat message and wait until its turn ends (a failure ends it too)."""
-        ended = await self._ask(UserSubmitted(text=text), turn_ended, None, True)
-        assert ended is not None  # no timeout: it waits for the turn's end
+        """Send a chat message and wait until its turn ends (a failure ends it too).
+
+        The turn always ends: when an actor crashes while it is under way, or the reply
+        does not stop within `CANCEL_GRACE` of a cancel, the request it left open is ended
+        with an input (`ReplyFailed`, `ReplyCancelled`), so the message is marked
+        unanswered, kept, and sent with the next request.
+
+        Raises:
+            LiveError: even that did not end the turn (the session is broken).
+        """
+        submitted = UserSubmitted(text=text)
+        turn = self._requests.expect(submitted, turn_ended)
+        crash = self._requests.expect(submitted, _orphaning)
+        self._cancelling = anyio.Event()
+        try:
+            await self.runtime.publish(submitted, source="cli")
+            await _first(turn.arrived, crash.arrived, self._cancelling)
+            if not turn.arrived.is_set():
+                with anyio.move_on_after(CANCEL_GRACE):
+                    await turn.arrived.wait()
+            if turn.answer is None:
+                ended = await self._end_open_request(crash.answer)
+            else:
+                ended = turn.answer
+        finally:
+            self._requests.forget(turn)
+            self._requests.forget(crash)
         event = ended.event
         assert isinstance(event, MessageAdded | MessageUnanswered)
         return Outcome(event, ended.seq)
 
+    async def _end_open_request(self, crash: Envelope[Any] | None) -> Envelope[Any]:
+        """End the turn's chat request from outside: as cancelled, or as failed when an
+        actor crashed (what it was doing may never finish)."""
+        chat = self.status.last_chat
+        rid = chat.request_id if chat is not None else ""
+        ending: ReplyFailed | ReplyCancelled
+        if crash is not None:
+            crashed = crash.event
+            assert isinstance(crashed, ActorCrashed)
+            ending = ReplyFailed(
+                request_id=rid,
+                failure="malformed_reply",
+                message=f"ollm's {crashed.actor} failed while handling this turn "
+                f"({crashed.error[:120]}), a bug in ollm; try again",
+            )
+        else:
+            ending = ReplyCancelled(request_id=rid)
+        ended = await self._ask(ending, turn_ended, CANCEL_GRACE, True)
+        if ended is None:
+            raise LiveError(
+                "the session did not end the turn (an internal failure); your message is in "
+                "the journal, and `ollm --resume` continues the session"
+            )
+        return ended
+
     async def cancel(self) -> None:
-        """Stop the reply being generated (Ctrl-C); the user's message is kept."""
+        """Stop the reply being generated (Ctrl-C); the user's message is kept. The turn
+        ends within `2 × CANCEL_GRACE` whatever the provider does."""
+        self._cancelling.set()
         await self.runtime.publish(CancelRequested(), source="cli")
 
     async def request(

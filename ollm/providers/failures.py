@@ -32,6 +32,10 @@ OOM_TEXTS = (
 )
 
 
+PARSED_ERROR_MAX = 65536
+"""An error text longer than this is not parsed as JSON (only its start is shown anyway)."""
+
+
 @dataclass(frozen=True)
 class Failure:
     kind: FailureKind
@@ -51,11 +55,11 @@ def unwrap_error(text: str) -> tuple[str, dict[str, Any]]:
     for _ in range(4):
         if isinstance(current, str):
             stripped = current.strip()
-            if not stripped.startswith(("{", '"')):
+            if not stripped.startswith(("{", '"')) or len(stripped) > PARSED_ERROR_MAX:
                 break
             try:
                 current = json.loads(stripped)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past Python's limit: shown as text
                 break
             continue
         if isinstance(current, dict):
@@ -66,8 +70,17 @@ def unwrap_error(text: str) -> tuple[str, dict[str, Any]]:
             current = inner
             continue
         break
-    message = current if isinstance(current, str) else json.dumps(current)
-    return _one_line(message), fields
+    return _one_line(shown(current)), fields
+
+
+def shown(value: Any) -> str:
+    """An error value that is not a string, as short JSON text (never raising)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)[:PARSED_ERROR_MAX]
+    except (TypeError, ValueError, RecursionError):
+        return "(an error nested too deeply to show)"
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -142,11 +155,30 @@ def reset(host: str) -> Failure:
     )
 
 
-def malformed(host: str) -> Failure:
+def malformed(host: str, what: str = "a line of the reply") -> Failure:
+    """`what` the server sent could not be read (e.g. "its /api/tags answer")."""
     return Failure(
         "malformed_reply",
-        f"Ollama at {host} sent a line that is not a valid reply chunk; try again, and update "
-        "Ollama if it keeps happening",
+        f"Ollama at {host} sent {what} that ollm cannot read; try again, and update Ollama "
+        "if it keeps happening",
+    )
+
+
+def implausible(host: str, what: str) -> Failure:
+    """The server reported a figure no model can produce (`what`, in words)."""
+    return Failure(
+        "malformed_reply",
+        f"Ollama at {host} reported {what}, which cannot be right, so the reply is not used; "
+        "try again, and update Ollama if it keeps happening",
+    )
+
+
+def internal(host: str, error: BaseException) -> Failure:
+    """ollm itself failed while handling the reply (a bug, not the server's fault)."""
+    return Failure(
+        "malformed_reply",
+        f"ollm could not handle the reply from Ollama at {host} ({type(error).__name__}), "
+        "a bug in ollm; try again",
     )
 
 

@@ -131,6 +131,27 @@ def loaded_model(running: list[PsModel], name: str) -> PsModel | None:
     return next((m for m in running if name in (m.name, m.model)), None)
 
 
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+"""What decoding a reply can raise: bad JSON, the wrong shape, or nesting past Python's
+recursion limit (msgspec raises RecursionError there)."""
+
+COUNT_LIMIT = 10
+"""A prompt or reply count above this many times `num_ctx` cannot be real."""
+
+
+def implausible_counts(chunk: ChatChunk, num_ctx: int) -> str:
+    """The reply's counts in words when no model can have produced them; "" when plausible."""
+    top = COUNT_LIMIT * (num_ctx or 1 << 20)
+    for name, value in (
+        ("prompt_eval_count", chunk.prompt_eval_count),
+        ("eval_count", chunk.eval_count),
+    ):
+        if not 0 <= value <= top:
+            shown = str(value) if len(str(value)) <= 24 else f"a {len(str(value))}-digit number"
+            return f"{name} {shown} for a {num_ctx}-token context"
+    return ""
+
+
 class ProviderError(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.message)
@@ -236,8 +257,8 @@ class OllamaClient:
             )
         try:
             return msgspec.json.decode(response.content, type=kind)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ProviderError(failures.malformed(self.host)) from exc
+        except DECODE_ERRORS as exc:
+            raise ProviderError(failures.malformed(self.host, f"an answer to {path}")) from exc
 
     async def version(self) -> str:
         response: VersionResponse = await self._get("/api/version", VersionResponse)
@@ -286,9 +307,10 @@ class OllamaClient:
                     if not line.strip():
                         continue
                     try:
-                        yield self._chunks.decode(line)
-                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        chunk = self._chunks.decode(line)
+                    except DECODE_ERRORS as exc:
                         raise ProviderError(failures.malformed(self.host)) from exc
+                    yield chunk
         except httpx.TimeoutException as exc:
             raise ProviderError(failures.timed_out(self.host, self.timeout)) from exc
         except httpx.TransportError as exc:
@@ -375,6 +397,12 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
                 )
             )
             return
+        except Exception as exc:  # a bug must be reported, never kill the provider
+            failure = failures.internal(self.client.host, exc)
+            await ctx.publish(
+                ModelLoadFailed(model=selected.model, failure=failure.kind, message=failure.message)
+            )
+            return
         mine = loaded_model(running, selected.model)
         await ctx.publish(
             ModelLoaded(
@@ -407,9 +435,7 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
                         await ctx.publish(PromptRendered(request_id=rid, text=text))
                 async for chunk in self.client.chat(payload):
                     if chunk.error is not None:
-                        text = (
-                            chunk.error if isinstance(chunk.error, str) else json.dumps(chunk.error)
-                        )
+                        text = failures.shown(chunk.error)
                         failure = failures.classify_error(
                             0, text, host=self.client.host, model=request.model
                         )
@@ -436,6 +462,11 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
                                 )
                             )
                     if chunk.done:
+                        wrong = implausible_counts(chunk, request.options.num_ctx)
+                        if wrong:
+                            failure = failures.implausible(self.client.host, wrong)
+                            await self._fail(ctx, rid, failure, content)
+                            return
                         await ctx.publish(
                             ReplyCompleted(
                                 request_id=rid,
@@ -451,6 +482,8 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
                 await self._fail(ctx, rid, failures.reset(self.client.host), content)
             except ProviderError as exc:
                 await self._fail(ctx, rid, exc.failure, content)
+            except Exception as exc:  # a bug must end the turn, never orphan it
+                await self._fail(ctx, rid, failures.internal(self.client.host, exc), content)
             finally:
                 self.active.pop(rid, None)
         if scope.cancelled_caught:

@@ -61,7 +61,19 @@ Fault = Literal[
     "reset",
     "stall",
     "busy",
+    "nested_error",
+    "nested_stream",
+    "escape_error",
+    "huge_counts",
+    "negative_counts",
 ]
+"""Each a way a request can go wrong; the last five are hostile: an error body nested
+200,000 deep (as a JSON string, and as arrays mid-stream), terminal escapes in an error, and
+counts no model can produce in the final chunk."""
+
+NESTING = 200_000
+ESCAPES = "boom \x1b[2J\x1b]0;TITLE\x07\x1b]52;c;cm0gLXJmIH4=\x07\x9b31m\rDONE"
+"""Clear-screen, a window title, an OSC 52 clipboard write, a C1 CSI, a bell and a CR."""
 
 
 def tokenize(text: str) -> list[str]:
@@ -546,6 +558,12 @@ class OllamaTestServer:
                 503, {"error": "server busy, please try again.  maximum pending requests exceeded"}
             )
             return
+        if fault == "nested_error":
+            await send.json(500, {"error": '{"a":' * NESTING})
+            return
+        if fault == "escape_error":
+            await send.json(500, {"error": ESCAPES})
+            return
         if fault == "oom":
             await send.json(
                 500,
@@ -700,6 +718,10 @@ class OllamaTestServer:
                     )
                     await send.end_stream()
                     return None
+                if fault == "nested_stream":
+                    await send.raw_chunk(b'{"error":' + b"[" * NESTING + b"]" * NESTING + b"}\n")
+                    await send.end_stream()
+                    return None
                 if fault == "malformed":
                     await send.raw_chunk(b'{"model": "x", "message": {"content": "tor\n')
                     await send.end_stream()
@@ -721,6 +743,10 @@ class OllamaTestServer:
                 }
             )
         final = reply.final()
+        if fault == "huge_counts":
+            final["eval_count"] = 10**30
+        if fault == "negative_counts":
+            final["prompt_eval_count"] = -7
         await send.line(final)
         await send.end_stream()
         return final

@@ -91,7 +91,7 @@ def test_one_shot_takes_the_model_and_size_from_config_and_environment(server, t
     [
         ("oom", 0, "num_ctx 6963"),
         ("error_midstream", 7, "stopped the reply with an error"),
-        ("malformed", 7, "not a valid reply chunk"),
+        ("malformed", 7, "a line of the reply that ollm cannot read"),
         ("reset", 7, "connection to Ollama"),
         ("not_found", 4, "ollama pull llama3.1:8b"),
     ],

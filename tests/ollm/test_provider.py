@@ -7,6 +7,8 @@ import pytest
 
 from ollm.events import (
     CancelRequested,
+    CompressRequested,
+    HardLimitHit,
     ContextReduced,
     ContextSizeChosen,
     MessageAdded,
@@ -101,7 +103,11 @@ def _counted(server: OllamaTestServer, index: int) -> int:
     ("fault", "failure", "words"),
     [
         ("error_midstream", "stream_error", "stopped the reply with an error"),
-        ("malformed", "malformed_reply", "not a valid reply chunk"),
+        ("malformed", "malformed_reply", "sent a line of the reply that ollm cannot read"),
+        ("nested_error", "server_error", 'answered HTTP 500: {"error": "{\\"a\\":'),
+        ("nested_stream", "malformed_reply", "sent a line of the reply that ollm cannot read"),
+        ("huge_counts", "malformed_reply", "eval_count a 31-digit number for a 13926-token"),
+        ("negative_counts", "malformed_reply", "prompt_eval_count -7 for a 13926-token context"),
         ("reset", "connection_reset", "connection to Ollama"),
         ("busy", "server_error", "busy"),
         ("not_found", "model_not_found", "ollama pull llama3.1:8b"),
@@ -110,9 +116,14 @@ def _counted(server: OllamaTestServer, index: int) -> int:
 async def test_each_fault_ends_in_its_message_and_the_conversation_goes_on(fault, failure, words):
     async with open_ollama_server() as server, open_live(server) as live:
         assert isinstance(await live.say(QUESTIONS[0]), MessageAdded)
+        before = live.last_usage()
         server.fault(fault)
         ended = await live.say(QUESTIONS[1])
         assert isinstance(ended, MessageUnanswered)
+        # A broken reply changes nothing: no count taken from it, no compression.
+        assert live.h.events(CompressRequested) == [] and live.h.events(HardLimitHit) == []
+        assert live.last_usage().limit_tokens == before.limit_tokens
+        assert live.last_usage().used_tokens < 2 * before.used_tokens + 200
         failed = live.h.events(ReplyFailed)[-1]
         assert failed.failure == failure
         assert words in failed.message
