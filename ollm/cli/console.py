@@ -21,18 +21,20 @@ from ..events import (
     UserNotified,
 )
 from .render import learned_text
+from .safe import safe
 
 
 class CurrentStream:
     """Writes to whatever `sys.stdout`/`sys.stderr` is at the moment of writing, so output
-    goes through prompt-toolkit's `patch_stdout` proxy (above the prompt) while one is active."""
+    goes through prompt-toolkit's `patch_stdout` proxy (above the prompt) while one is active;
+    always made safe for the terminal (`safe`)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def write(self, text: str) -> int:
         stream: TextIO = getattr(sys, self.name)
-        return stream.write(text)
+        return stream.write(safe(text))
 
     def flush(self) -> None:
         stream: TextIO = getattr(sys, self.name)

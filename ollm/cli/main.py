@@ -14,6 +14,7 @@ import anyio
 from .. import __version__
 from ..config import ConfigError, data_home, load_settings
 from .exits import EXIT_CANCELLED, EXIT_USAGE, describe
+from .safe import SafeStream, safe
 
 # Each command imports what it needs when it runs: the chat's start is timed
 # (`scripts/bench_startup.py`), and replay and the sessions list need none of it.
@@ -124,8 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int = 1) -> int:
-    print(f"ollm: {message}", file=sys.stderr)
+    sys.stderr.write(safe(f"ollm: {message}") + "\n")
     return code
+
+
+def _say(line: str) -> None:
+    """One line on stdout, made safe for the terminal (it may quote a log or a file)."""
+    sys.stdout.write(safe(line) + "\n")
 
 
 def _replay(wanted: str, check: bool, events: bool) -> int:
@@ -140,7 +146,7 @@ def _replay(wanted: str, check: bool, events: bool) -> int:
         except RecordsError as exc:
             return _fail(str(exc))
         for line in timeline(log) if events else digest(log):
-            print(line)
+            _say(line)
         return 0
     try:
         log, result = anyio.run(check_session, home, wanted, backend="asyncio")
@@ -149,18 +155,18 @@ def _replay(wanted: str, check: bool, events: bool) -> int:
     except ValueError as exc:
         return _fail(f"{wanted}: {exc}")
     if log.torn_line:
-        print(
+        _say(
             f"note: line {log.torn_line} of {wanted} was torn by a crash; "
             "replaying the events before it"
         )
     if log.crashes:
-        print(
+        _say(
             f"note: {wanted} was cut short by {len(log.crashes)} crash(es) and went on; "
             "what they cut short is not counted as a divergence"
         )
     if result.divergence is not None:
         return _fail(result.divergence.describe())
-    print(
+    _say(
         f"replay matches: {result.inputs} inputs re-run, "
         f"{result.derived} derived events identical ({wanted})"
     )
@@ -178,11 +184,11 @@ def _sessions(search: str) -> int:
         return _fail(str(exc))
     if not rows:
         found = f" where {search!r} was said" if search else ""
-        print(f"no sessions{found} yet in {home}; `ollm` starts one")
+        _say(f"no sessions{found} yet in {home}; `ollm` starts one")
         return 0
     for line in sessions_table(rows):
-        print(line)
-    print(f"{len(rows)} sessions in {home}; `ollm --resume ID` continues one")
+        _say(line)
+    _say(f"{len(rows)} sessions in {home}; `ollm --resume ID` continues one")
     return 0
 
 
@@ -194,7 +200,7 @@ def _export(wanted: str, output: Path | None) -> int:
         contents = export_session(data_home(), wanted, path)
     except RecordsError as exc:
         return _fail(str(exc))
-    print(f"wrote {len(contents.envelopes)} events to {path}; `ollm replay {path}` shows them")
+    _say(f"wrote {len(contents.envelopes)} events to {path}; `ollm replay {path}` shows them")
     return 0
 
 
@@ -218,7 +224,8 @@ def _chat(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     start = Start(model=args.model, size=args.context_size, resume=args.resume)
-    out, err = sys.stdout, sys.stderr
+    out: Any = SafeStream(sys.stdout)
+    err: Any = SafeStream(sys.stderr)
     try:
         if args.prompt is not None:
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -245,13 +252,15 @@ def _fit(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     if args.parallel is not None and args.parallel < 1:
         return _fail("--parallel must be at least 1", EXIT_USAGE)
+    out: Any = SafeStream(sys.stdout)
+    err: Any = SafeStream(sys.stderr)
     return anyio.run(
         run_fit,
         settings,
         args.model,
         args.parallel,
-        sys.stdout,
-        sys.stderr,
+        out,
+        err,
         args.kv_type,
         backend="asyncio",
     )

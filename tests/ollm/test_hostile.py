@@ -3,25 +3,39 @@ the message stays in the live context (the next request on the server carries it
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors import ActorCrashed
+from ollm.cli.safe import safe
 from ollm.events import CancelRequested, MessageAdded, MessageUnanswered, ReplyChunk
+from ollm.live import recorded_sessions
 from ollm.providers.ollama import OllamaProviderActor
-from tests.fakes.ollama_server import open_ollama_server
+from tests.fakes.ollama_server import ollama_server_thread, open_ollama_server
+from tests.ollm.processes import ollm
 
 from .live import open_live
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ollama_rules")]
+pytestmark = pytest.mark.usefixtures("ollama_rules")
 
 QUESTIONS = ["What is a B-tree?", "And a trie?", "And a skip list?"]
+
+
+def home() -> Path:
+    return Path(os.environ["OLLM_HOME"])
 
 
 def users(chat: dict) -> list[str]:
     return [m["content"] for m in chat["messages"] if m["role"] == "user"]
 
 
+@pytest.mark.anyio
 async def test_a_provider_that_dies_mid_request_fails_the_turn_and_keeps_the_message(
     monkeypatch,
 ):
@@ -48,6 +62,7 @@ async def test_a_provider_that_dies_mid_request_fails_the_turn_and_keeps_the_mes
         assert users(server.chats()[-1]) == QUESTIONS[:2], "the failed message went out again"
 
 
+@pytest.mark.anyio
 async def test_a_bug_while_reading_the_reply_ends_the_turn_with_one_sentence(monkeypatch):
     def broken(chunk, num_ctx):
         raise ZeroDivisionError("division by zero")
@@ -64,6 +79,7 @@ async def test_a_bug_while_reading_the_reply_ends_the_turn_with_one_sentence(mon
         assert users(server.chats()[-1]) == QUESTIONS[:2]
 
 
+@pytest.mark.anyio
 async def test_a_reply_that_will_not_stop_is_cancelled_within_a_second(monkeypatch):
     """The provider ignores the cancel (as a dead or stuck one would): the turn still ends
     as cancelled within a second, and the message goes out with the next request."""
@@ -94,3 +110,53 @@ async def test_a_reply_that_will_not_stop_is_cancelled_within_a_second(monkeypat
         assert outcome.cancelled and isinstance(outcome.event, MessageUnanswered)
         assert isinstance(await live.say(QUESTIONS[1]), MessageAdded)
         assert users(server.chats()[-1]) == QUESTIONS[:2]
+
+
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+HOSTILE_REPLY = (
+    "fine\x1b[2J\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b]8;;http://evil\x1b\\link"
+    "\x1b]8;;\x1b\\\x9b31m\r\u202eevil\x08\x7f done\r\n"
+)
+
+
+def test_safe_text_keeps_newlines_and_tabs_and_shows_every_control_visibly():
+    shown = safe(HOSTILE_REPLY + "\ttab\n")
+    assert not UNSAFE.search(shown)
+    assert shown.startswith("fine␛[2J␛]0;pwned␇␛]52;c;")
+    assert "\\x9b31m␍\\u202eevil␈␡ done\n\ttab\n" in shown
+    assert safe("plain text, ünïcode, 🦊 and box │ lines\n") == (
+        "plain text, ünïcode, 🦊 and box │ lines\n"
+    )
+
+
+@given(st.text())
+def test_safe_text_never_holds_a_control_and_is_stable(text):
+    shown = safe(text)
+    assert not UNSAFE.search(shown)
+    assert safe(shown) == shown
+    assert safe("".join(text.splitlines(keepends=True))) == shown
+
+
+def test_model_output_and_server_errors_reach_the_terminal_made_safe():
+    with ollama_server_thread() as server:
+        server.reply(HOSTILE_REPLY)
+        answered = ollm("-p", "hi", "--host", server.url, "-m", "llama3.1:8b")
+        server.fault("escape_error")
+        failed = ollm("-p", "again", "--host", server.url, "-m", "llama3.1:8b")
+        server.reply(HOSTILE_REPLY)
+        repl = ollm(
+            "--host",
+            server.url,
+            "-m",
+            "llama3.1:8b",
+            stdin=f"hello {HOSTILE_REPLY.strip()}\n/context stats\n/test prompt\n",
+        )
+    assert answered.returncode == 0 and "fine␛[2J" in answered.stdout
+    assert failed.returncode != 0 and "answered HTTP 500: boom ␛[2J␛]0;TITLE␇" in failed.stderr
+    assert repl.returncode == 0 and "fine␛[2J" in repl.stdout
+    for result in (answered, failed, repl):
+        for stream in (result.stdout, result.stderr):
+            assert not UNSAFE.search(stream), repr(UNSAFE.search(stream))
+    replayed = ollm("replay", [r.session_id for r in recorded_sessions(home())][-1])
+    assert replayed.returncode == 0 and "you: 'hello fine\\x1b[2J" in replayed.stdout
+    assert not UNSAFE.search(replayed.stdout + replayed.stderr)

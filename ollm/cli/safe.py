@@ -1,0 +1,54 @@
+"""Text made safe for a terminal (pure): whatever ollm prints that it did not write itself —
+model output, server errors, file names, config values, text from a journal — could carry
+escape sequences that clear the screen, retitle the window, write the clipboard (OSC 52) or
+hide text (a lone CR, bidirectional overrides). Every control character except newline and
+tab is shown visibly instead: C0 controls and DEL as their Unicode control pictures (ESC as
+"␛", so `ESC[2J` prints as the harmless text "␛[2J"), C1 controls and the bidirectional and
+line-separator format characters as `\\x9b`/`\\u202e`. A CRLF line end is a newline. The
+result holds no byte a terminal acts on, on a pipe and a tty alike, and it never needs the
+next chunk: a sequence split across two chunks is made safe piece by piece."""
+
+from __future__ import annotations
+
+import re
+from typing import TextIO
+
+_UNSAFE = re.compile("\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(found: re.Match[str]) -> str:
+    char = found.group()
+    if char == "\r\n":
+        return "\n"
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code)
+    if code == 0x7F:
+        return "\u2421"
+    if code <= 0x9F:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}"
+
+
+def safe(text: str) -> str:
+    """`text` with every control character a terminal would act on shown visibly."""
+    return _UNSAFE.sub(_visible, text)
+
+
+class SafeStream:
+    """A text stream that writes everything through `safe`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(safe(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
