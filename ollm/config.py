@@ -334,7 +334,7 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
     try:
         normalise_host(settings.ollama.host)
     except ValueError as exc:
-        raise fail(("ollama", "host"), settings.ollama.host, str(exc)) from None
+        raise fail(("ollama", "host"), shown_host(settings.ollama.host), str(exc)) from None
     return settings
 
 
@@ -354,6 +354,7 @@ def normalise_host(host: str) -> str:
             raise ValueError("use http:// or https://")
     text = text.rstrip("/")
     hostport, _, path = text.partition("/")
+    credentials, _, hostport = hostport.rpartition("@")
     if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?", hostport):
         raise ValueError("it must be a host such as http://127.0.0.1:11434")
     if ":" not in hostport.rsplit("]", 1)[-1]:
@@ -363,7 +364,14 @@ def normalise_host(host: str) -> str:
         raise ValueError("the port must be between 1 and 65535")
     if name == "0.0.0.0":
         name = "127.0.0.1"
-    return f"{scheme}://{name}:{port}" + (f"/{path}" if path else "")
+    login = f"{credentials}@" if credentials else ""
+    return f"{scheme}://{login}{name}:{port}" + (f"/{path}" if path else "")
+
+
+def shown_host(host: str) -> str:
+    """`host` as it may be printed or recorded: a user name and password in it (for a
+    proxy in front of Ollama) become `***`."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@", r"\1***@", host.strip())
 
 
 def _normalised(settings: Settings) -> Settings:

@@ -25,7 +25,7 @@ from actors import (
 )
 
 from . import __version__
-from .config import Settings, digest, settings_from_dict, settings_to_dict
+from .config import Settings, digest, settings_from_dict, settings_to_dict, shown_host
 from .context.compressor import CompressorActor
 from .context.context_pool import ContextPoolActor
 from .context.memory_guard import GuardPolicy, MemoryGuardActor
@@ -57,6 +57,7 @@ def core_specs(settings: Settings) -> list[ChildSpec]:
 
 def make_header(settings: Settings, *, id_seed: str, created_at: float) -> LogHeader:
     config = {"settings": settings_to_dict(settings)}
+    config["settings"]["ollama"]["host"] = shown_host(settings.ollama.host)  # no password
     return LogHeader(
         format=LOG_FORMAT,
         app="ollm",

@@ -109,7 +109,7 @@ async def gather_fit(
     host, timeout = settings.ollama.host, settings.ollama.timeout
     async with make_http_client(host, timeout) as http:
         client = OllamaClient(http, host, timeout)
-        setup = await anyio.to_thread.run_sync(read_server_setup, host)
+        setup = await anyio.to_thread.run_sync(read_server_setup, client.host)
         try:
             # The chat's own selection: /api/show and /api/tags, asked once.
             selected = await select_model(
@@ -178,7 +178,7 @@ async def gather_fit(
         ),
         parallel=parallel,
         buffer_mib=settings.context.vram_buffer,
-        host=host,
+        host=client.host,
         local=local,
         memory_source=source,
         devices=devices,

@@ -231,7 +231,7 @@ async def open_live_session(
         host, timeout = settings.ollama.host, settings.ollama.timeout
         async with make_http_client(host, timeout) as http:
             client = OllamaClient(http, host, timeout)
-            setup = await anyio.to_thread.run_sync(read_server_setup, host)
+            setup = await anyio.to_thread.run_sync(read_server_setup, client.host)
             try:
                 selected = await select_model(
                     client, settings, profiles, model=model, size=start.size, setup=setup

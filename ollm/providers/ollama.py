@@ -13,6 +13,7 @@ import msgspec
 
 from actors import Actor, Context
 
+from ..config import shown_host
 from ..events import (
     CancelRequested,
     ChatRequested,
@@ -233,7 +234,8 @@ class OllamaClient:
 
     def __init__(self, http: httpx.AsyncClient, host: str, timeout: float) -> None:
         self.http = http
-        self.host = host
+        self.host = shown_host(host)
+        """The host as every message shows it (never its password)."""
         self.timeout = timeout
         self._chunks = msgspec.json.Decoder(ChatChunk)
 

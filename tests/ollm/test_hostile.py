@@ -160,3 +160,24 @@ def test_model_output_and_server_errors_reach_the_terminal_made_safe():
     replayed = ollm("replay", [r.session_id for r in recorded_sessions(home())][-1])
     assert replayed.returncode == 0 and "you: 'hello fine\\x1b[2J" in replayed.stdout
     assert not UNSAFE.search(replayed.stdout + replayed.stderr)
+
+
+def test_a_password_in_the_host_is_never_printed_or_recorded(tmp_path):
+    with ollama_server_thread() as server:
+        port = server.url.rsplit(":", 1)[1]
+        secret = f"http://ollm:hunter2-s3cret@127.0.0.1:{port}"
+        works = ollm("-p", "hi", "--host", secret, "-m", "llama3.1:8b")
+        missing = ollm("-p", "hi", "--host", secret, "-m", "nope:1b")
+        fit = ollm("fit", "llama3.1:8b", "--host", secret)
+        recorded = [r.session_id for r in recorded_sessions(home())]
+        replay = ollm("replay", recorded[0])
+    down = ollm("-p", "hi", "--host", "http://ollm:hunter2-s3cret@127.0.0.1:9", "-m", "x")
+    bad = ollm("-p", "hi", "--host", "ftp://ollm:hunter2-s3cret@127.0.0.1", "-m", "x")
+    assert works.returncode == 0 and works.stdout.startswith("You said 2 characters.")
+    assert "http://***@127.0.0.1" in missing.stderr and "ollama pull nope:1b" in missing.stderr
+    assert "cannot reach Ollama at http://***@127.0.0.1:9" in down.stderr
+    assert bad.returncode == 2 and "ollama.host = 'ftp://***@127.0.0.1'" in bad.stderr
+    for result in (works, missing, fit, replay, down, bad):
+        assert "hunter2" not in result.stdout + result.stderr
+    stored = b"".join(p.read_bytes() for p in home().rglob("*") if p.is_file())
+    assert b"hunter2" not in stored, "not in the journal, its header or any file"
