@@ -305,13 +305,19 @@ class OllamaClient:
                             response.status_code, body, host=self.host, model=model
                         )
                     )
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                async for line in lines:
                     if not line.strip():
                         continue
                     try:
                         chunk = self._chunks.decode(line)
                     except DECODE_ERRORS as exc:
                         raise ProviderError(failures.malformed(self.host)) from exc
+                    if chunk.done:
+                        # Read the body to its end first: the caller stops at this chunk, and
+                        # only a response read to the end lets the connection be reused.
+                        async for _rest in lines:
+                            pass
                     yield chunk
         except httpx.TimeoutException as exc:
             raise ProviderError(failures.timed_out(self.host, self.timeout)) from exc

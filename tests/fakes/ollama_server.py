@@ -380,6 +380,8 @@ class OllamaTestServer:
     url: str = ""
     closing: anyio.Event = field(default_factory=anyio.Event)
     chats_started: int = 0
+    connections: int = 0
+    """TCP connections accepted so far (a client that reuses its connection opens one)."""
     cap_num_ctx: int = 0
     """Give every runner at most this context, whatever is asked (0: no cap), as a server
     with a lower limit would; `/api/ps` shows the real value."""
@@ -878,6 +880,7 @@ class _Sender:
 
 
 async def _serve_connection(server: OllamaTestServer, stream: anyio.abc.SocketStream) -> None:
+    server.connections += 1
     buffered = BufferedByteReceiveStream(stream)
     async with stream:
         while True:

@@ -181,3 +181,18 @@ def test_a_password_in_the_host_is_never_printed_or_recorded(tmp_path):
         assert "hunter2" not in result.stdout + result.stderr
     stored = b"".join(p.read_bytes() for p in home().rglob("*") if p.is_file())
     assert b"hunter2" not in stored, "not in the journal, its header or any file"
+
+
+@pytest.mark.anyio
+async def test_a_session_talks_over_one_connection():
+    """Every reply is read to its end, so httpx reuses its connections: 20 turns open no
+    connection beyond those of the start."""
+    async with open_ollama_server() as server, open_live(server) as live:
+        assert isinstance(await live.say("question 0"), MessageAdded)
+        # The start's requests run side by side (version, warm-up load, /api/ps), each on
+        # its own connection; after that the pool's connections are reused.
+        opened = server.connections
+        for turn in range(1, 20):
+            assert isinstance(await live.say(f"question {turn}"), MessageAdded)
+        assert len([c for c in server.chats() if c["messages"]]) == 20
+        assert server.connections == opened <= 3, (opened, server.connections)
