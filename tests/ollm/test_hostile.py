@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from actors import ActorCrashed
 from ollm.cli.safe import safe
-from ollm.events import CancelRequested, MessageAdded, MessageUnanswered, ReplyChunk
+from ollm.events import (
+    CancelRequested,
+    CompressionCompleted,
+    ContextReduced,
+    MessageAdded,
+    MessageUnanswered,
+    ReplyChunk,
+)
 from ollm.live import recorded_sessions
 from ollm.providers.ollama import OllamaProviderActor
 from tests.fakes.ollama_server import ollama_server_thread, open_ollama_server
@@ -196,3 +203,79 @@ async def test_a_session_talks_over_one_connection():
             assert isinstance(await live.say(f"question {turn}"), MessageAdded)
         assert len([c for c in server.chats() if c["messages"]]) == 20
         assert server.connections == opened <= 3, (opened, server.connections)
+
+
+def in_context(live) -> list[str]:
+    """Every user message said, in order, except those ollm took out on purpose (dropped
+    to a snapshot to make room, or summarised): what the next request must carry."""
+    gone: set[str] = set()
+    for event in live.h.events(ContextReduced):
+        gone.update(event.removed_ids)
+    for event in live.h.events(CompressionCompleted):
+        gone.update(event.covered_ids)
+    return [
+        e.message.content
+        for e in live.h.events(MessageAdded)
+        if e.message.role == "user" and e.message.id not in gone
+    ]
+
+
+FAULTS = (
+    ("overflow", "overflow"),  # retried once, then given up
+    ("overflow_runner", "overflow_runner"),
+    ("oom", "oom"),
+    ("error_midstream",),
+    ("malformed",),
+    ("reset",),
+    ("busy",),
+    ("nested_error",),
+    ("nested_stream",),
+    ("escape_error",),
+    ("huge_counts",),
+    ("negative_counts",),
+    ("stall",),  # the read times out
+)
+
+
+@pytest.mark.anyio
+async def test_every_failed_or_cancelled_message_goes_out_with_the_next_request():
+    """40 turns: every odd one failed by a provider fault (each class at least once), every
+    eighth cancelled mid-reply. After each, the next request on the server carries every
+    message the user sent that ollm did not take out on purpose, in order — the
+    consequence, not the notice."""
+    async with open_ollama_server() as server, open_live(server, timeout=0.5) as live:
+        said: list[str] = []
+        unanswered = 0
+        for turn in range(40):
+            text = f"message {turn}: " + "words " * (turn % 5)
+            said.append(text)
+            kind = FAULTS[(turn // 2) % len(FAULTS)] if turn % 2 else ()
+            if turn % 8 == 6:
+                kind = ("cancel",)
+            if kind == ("cancel",):
+                server.fault("stall")
+                outcomes: list = []
+                async with anyio.create_task_group() as tg:
+
+                    async def send(text: str = text, outcomes: list = outcomes) -> None:
+                        outcomes.append(await live.session.send(text))
+
+                    seen = {id(e) for e in live.h.events(ReplyChunk)}
+                    tg.start_soon(send)
+                    await live.h.wait_for(ReplyChunk, where=lambda e, old=seen: id(e) not in old)
+                    await live.session.cancel()
+                assert outcomes[0].cancelled, turn
+                unanswered += 1
+                continue
+            server.fault(*kind)
+            ended = await live.say(text)
+            if kind:
+                assert isinstance(ended, MessageUnanswered), (turn, kind)
+                unanswered += 1
+                continue
+            assert isinstance(ended, MessageAdded), turn
+            assert users(server.chats()[-1]) == in_context(live), turn
+        assert unanswered == 25
+        assert {c["messages"][-1]["content"] for c in server.chats() if c["messages"]} >= set(
+            said[1::2]
+        ), "each message that failed once went out again"
