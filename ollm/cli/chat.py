@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
@@ -19,6 +20,7 @@ from ..live import (
     RecordError,
     Start,
     StartError,
+    keep_unsent,
     open_live_session,
 )
 from .console import ConsoleActor, Printed
@@ -39,6 +41,7 @@ async def _in_session(
     out: TextIO,
     err: TextIO,
     body: Callable[[LiveSession, Turn], Awaitable[int]],
+    not_started: Callable[[], None] = lambda: None,
 ) -> int:
     printed = Printed()
     # The console shows only what is recorded: nothing on screen is lost to a crash.
@@ -64,6 +67,7 @@ async def _in_session(
             return await body(live, turn)
     except StartError as exc:
         err.write(f"ollm: {exc}\n")
+        not_started()
         return exit_status(exc.failure)
     except RecordError as exc:
         err.write(f"ollm: {exc}\n")
@@ -94,7 +98,12 @@ async def run_oneshot(
         outcome = await turn(prompt)
         return turn_status(outcome.failure, outcome.cancelled)
 
-    return await _in_session(settings, start, out, err, once)
+    def unsent() -> None:
+        kept = keep_unsent(prompt, time.time())  # noqa: TID251  (a file name, not a decision)
+        where = f"kept in {kept} (`ollm -p - < {kept}` sends it)" if kept else "not saved"
+        err.write(f"ollm: your message was not sent; it is {where}\n")
+
+    return await _in_session(settings, start, out, err, once, unsent)
 
 
 async def run_repl(

@@ -32,6 +32,7 @@ from ._root import open_live_session as open_live_session
 from ._selection import SelectionError as SelectionError
 from ._selection import select_model as select_model
 from ._status import Status as Status
+from ._unsent import keep_unsent as keep_unsent
 
 __all__ = (
     "Device",
@@ -53,6 +54,7 @@ __all__ = (
     "export_session",
     "gather_fit",
     "history_file",
+    "keep_unsent",
     "open_live_session",
     "recorded_sessions",
     "select_model",
