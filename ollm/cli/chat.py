@@ -41,7 +41,7 @@ async def _in_session(
     out: TextIO,
     err: TextIO,
     body: Callable[[LiveSession, Turn], Awaitable[int]],
-    not_started: Callable[[], None] = lambda: None,
+    not_started: Callable[[], str] = lambda: "",
 ) -> int:
     printed = Printed()
     # The console shows only what is recorded: nothing on screen is lost to a crash.
@@ -66,8 +66,7 @@ async def _in_session(
 
             return await body(live, turn)
     except StartError as exc:
-        err.write(f"ollm: {exc}\n")
-        not_started()
+        err.write(f"ollm: {exc}{not_started()}\n")
         return exit_status(exc.failure)
     except RecordError as exc:
         err.write(f"ollm: {exc}\n")
@@ -98,10 +97,10 @@ async def run_oneshot(
         outcome = await turn(prompt)
         return turn_status(outcome.failure, outcome.cancelled)
 
-    def unsent() -> None:
+    def unsent() -> str:
         kept = keep_unsent(prompt, time.time())  # noqa: TID251  (a file name, not a decision)
         where = f"kept in {kept} (`ollm -p - < {kept}` sends it)" if kept else "not saved"
-        err.write(f"ollm: your message was not sent; it is {where}\n")
+        return f"; your message was not sent, and is {where}"
 
     return await _in_session(settings, start, out, err, once, unsent)
 

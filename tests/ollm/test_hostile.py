@@ -285,10 +285,10 @@ def test_a_one_shot_message_is_kept_when_the_session_cannot_start(tmp_path):
     text = "a long question I typed once\nwith two lines"
     down = ollm("-p", "-", "--host", "http://127.0.0.1:9", "-m", "llama3.1:8b", stdin=text)
     assert down.returncode != 0 and down.stdout == ""
-    first, second = down.stderr.splitlines()
-    assert first.startswith("ollm: cannot reach Ollama at http://127.0.0.1:9")
-    assert second.startswith("ollm: your message was not sent; it is kept in ")
-    kept = Path(second.split("kept in ")[1].split(" (")[0])
+    (line,) = down.stderr.splitlines()
+    assert line.startswith("ollm: cannot reach Ollama at http://127.0.0.1:9")
+    assert "; your message was not sent, and is kept in " in line
+    kept = Path(line.split("kept in ")[1].split(" (")[0])
     assert kept.read_text() == text and kept.is_relative_to(home())
     with ollama_server_thread() as server:
         again = ollm("-p", "-", "--host", server.url, "-m", "llama3.1:8b", stdin=kept.read_text())
