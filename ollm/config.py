@@ -160,23 +160,58 @@ def load_settings(
     for key, value in (flags or {}).items():
         _put(data, key, value)
         sources[key] = f"command-line flag --{_flag_name(key)}"
+    _text_only(data, (), source, sources)
     settings = _convert(data, source, sources)
     return _normalised(_checked(settings, source, sources))
+
+
+def _text_only(
+    node: Any, key: tuple[str, ...], source: str, sources: dict[tuple[str, ...], str]
+) -> None:
+    """Refuse a lone surrogate (YAML's `"\\ud800"`, or undecodable bytes in the
+    environment): it is not text, and nothing can encode it."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            _text_only(name, key, source, sources)
+            _text_only(value, (*key, str(name)), source, sources)
+    elif isinstance(node, list):
+        for value in node:
+            _text_only(value, key, source, sources)
+    elif isinstance(node, str) and _SURROGATE.search(node):
+        where = sources.get(key, source)
+        raise ConfigError(
+            f"{where}: {'.'.join(key) or '(top level)'} = {_echo(node)} is not allowed; it "
+            "holds a lone surrogate (an escape like \\ud800), which is not text"
+        )
 
 
 def _flag_name(key: tuple[str, ...]) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", key[-1]).lower()
 
 
+CONFIG_MAX_BYTES = 1 << 20
+"""A config file is a few hundred bytes; one past a MiB is not a config file."""
+CONFIG_MAX_DEPTH = 16
+"""The deepest key is three levels down; nesting past this is refused, not recursed into."""
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml  # only when a config file exists: keeps ~10 ms off every other start
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            data = file.read(CONFIG_MAX_BYTES + 1)
+        if len(data) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"{path}: is over 1 MiB, too large for a config file")
+        raw = yaml.load(data.decode("utf-8"), Loader=_bounded_loader())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
+    except _Refused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: is nested too deeply for a config file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -188,6 +223,45 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"{path}: must be a mapping of keys (like `context:`), not a list or text"
         )
     return raw
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+ECHO_MAX = 60
+"""A value or key quoted back in an error is cut to this many characters."""
+
+
+def _echo(value: object) -> str:
+    """A value as an error quotes it: its repr, cut to `ECHO_MAX`."""
+    text = repr(value)
+    return text if len(text) <= ECHO_MAX else text[: ECHO_MAX - 1] + "…"
+
+
+class _Refused(Exception):
+    """The YAML holds something a config file never needs (`str()`: what, and where)."""
+
+
+def _bounded_loader() -> Any:
+    """PyYAML's safe loader, refusing aliases (an alias bomb expands a few lines into
+    gigabytes) and nesting past `CONFIG_MAX_DEPTH`, before anything is built."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                raise _Refused(f"uses a YAML alias at line {line}; write the value out instead")
+            self.depth += 1
+            try:
+                if self.depth > CONFIG_MAX_DEPTH:
+                    line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                    raise _Refused(f"is nested too deeply at line {line} for a config file")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Loader
 
 
 def _env_value(key: tuple[str, ...], value: str) -> Any:
@@ -249,7 +323,8 @@ def _explain(
     path = match.group(1).lstrip(".").split(".") if match and match.group(1) else []
     unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
     if unknown:
-        key = ".".join([*path, unknown.group(1)])
+        name = ".".join([*path, unknown.group(1)])
+        key = name if name.isprintable() else _echo(name)
         return ConfigError(
             f"{source}: unknown key {key}; check its spelling against docs/configuration.md"
         )
@@ -259,13 +334,13 @@ def _explain(
     enum = re.match(r"Invalid enum value (.*) - at", text)
     if enum:
         allowed = _allowed(path)
-        return ConfigError(f"{where}: {key} = {value!r} is not allowed; use one of {allowed}")
+        return ConfigError(f"{where}: {key} = {_echo(value)} is not allowed; use one of {allowed}")
     expected = re.match(r"Expected `([^`]+)`", text)
     if expected:
         names = [n.strip() for n in expected.group(1).split("|")]
         want = " or ".join(_EXPECTED.get(n, n) for n in names)
-        return ConfigError(f"{where}: {key} = {value!r} is not allowed; it must be {want}")
-    return ConfigError(f"{where}: {key} = {value!r} is not allowed ({text})")
+        return ConfigError(f"{where}: {key} = {_echo(value)} is not allowed; it must be {want}")
+    return ConfigError(f"{where}: {key} = {_echo(value)} is not allowed ({text})")
 
 
 def _allowed(path: list[str]) -> str:
@@ -279,7 +354,7 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
 
     def fail(key: tuple[str, ...], value: object, rule: str) -> ConfigError:
         where = sources.get(key, source)
-        return ConfigError(f"{where}: {'.'.join(key)} = {value!r} is not allowed; {rule}")
+        return ConfigError(f"{where}: {'.'.join(key)} = {_echo(value)} is not allowed; {rule}")
 
     fractions: tuple[tuple[tuple[str, ...], float], ...] = (
         (("context", "compression", "threshold"), ctx.compression.threshold),

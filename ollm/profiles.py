@@ -79,20 +79,37 @@ def load_profiles(user_file: Path | None = None) -> Profiles:
     return Profiles(models)
 
 
+PROFILES_MAX_BYTES = 16 << 20
+"""The shipped file is about 11 KiB; a profile file past 16 MiB is refused unread."""
+MAX_SIZE = 1 << 24
+"""No model has a context of more than 16 Mi tokens."""
+
+
 def _parse(data: bytes, name: str) -> tuple[ModelProfile, ...]:
+    if len(data) > PROFILES_MAX_BYTES:
+        raise ProfileError(f"{name}: is over 16 MiB, too large for a profile file")
     try:
         parsed = msgspec.json.decode(data, type=ProfileFile)
     except msgspec.ValidationError as exc:
         raise ProfileError(f"{name}: does not follow the profile format ({exc})") from exc
     except msgspec.DecodeError as exc:
         raise ProfileError(f"{name}: is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise ProfileError(f"{name}: is nested too deeply for a profile file") from None
     for model in parsed.models:
         if not model.id:
             raise ProfileError(f"{name}: a model has an empty id")
+        shown = model.id if model.id.isprintable() else repr(model.id)
+        shown = shown if len(shown) <= 60 else shown[:59] + "…"
         for option in model.context_profiles:
             if option.size < 1 or (option.ollama_context_size or 1) < 1:
                 raise ProfileError(
-                    f"{name}: model {model.id} has a context option with a size below 1"
+                    f"{name}: model {shown} has a context option with a size below 1"
+                )
+            if max(option.size, option.ollama_context_size or 0) > MAX_SIZE:
+                raise ProfileError(
+                    f"{name}: model {shown} has a context option above {MAX_SIZE} tokens, "
+                    "larger than any model's"
                 )
     return parsed.models
 

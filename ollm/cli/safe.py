@@ -4,7 +4,8 @@ escape sequences that clear the screen, retitle the window, write the clipboard 
 hide text (a lone CR, bidirectional overrides). Every control character except newline and
 tab is shown visibly instead: C0 controls and DEL as their Unicode control pictures (ESC as
 "␛", so `ESC[2J` prints as the harmless text "␛[2J"), C1 controls and the bidirectional and
-line-separator format characters as `\\x9b`/`\\u202e`. A CRLF line end is a newline. The
+line-separator format characters, and lone surrogates (which no terminal encoding can
+write), as `\\x9b`/`\\u202e`/`\\ud800`. A CRLF line end is a newline. The
 result holds no byte a terminal acts on, on a pipe and a tty alike, and it never needs the
 next chunk: a sequence split across two chunks is made safe piece by piece."""
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
-_UNSAFE = re.compile("\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(
+    "\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def _visible(found: re.Match[str]) -> str:
