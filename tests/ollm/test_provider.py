@@ -8,9 +8,9 @@ import pytest
 from ollm.events import (
     CancelRequested,
     CompressRequested,
-    HardLimitHit,
     ContextReduced,
     ContextSizeChosen,
+    HardLimitHit,
     MessageAdded,
     MessageUnanswered,
     ModelLoaded,
