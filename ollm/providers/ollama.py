@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -86,9 +86,15 @@ class VersionResponse(msgspec.Struct):
     version: str = ""
 
 
+Size = Annotated[int, msgspec.Meta(ge=0, le=1 << 50)]
+"""A size in bytes from the server: never negative, never past a PiB (else not read)."""
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]
+"""A context length in tokens from the server, within what any model could have."""
+
+
 class TagModel(msgspec.Struct):
     name: str = ""
-    size: int = 0
+    size: Size = 0
 
 
 class TagsResponse(msgspec.Struct):
@@ -111,9 +117,9 @@ class RenderResponse(msgspec.Struct):
 class PsModel(msgspec.Struct):
     name: str = ""
     model: str = ""
-    size: int = 0
-    size_vram: int = 0
-    context_length: int = 0
+    size: Size = 0
+    size_vram: Size = 0
+    context_length: Tokens = 0
 
 
 class PsResponse(msgspec.Struct):

@@ -128,7 +128,7 @@ less than a hang. The alias bomb that took 5–32 s is refused unexpanded (its o
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -23,7 +24,7 @@ from ollm.events import (
     ReplyChunk,
 )
 from ollm.live import recorded_sessions
-from ollm.providers.ollama import OllamaProviderActor
+from ollm.providers.ollama import OllamaProviderActor, ProviderError
 from tests.fakes.ollama_server import ollama_server_thread, open_ollama_server
 from tests.ollm.processes import ollm
 
@@ -38,7 +39,7 @@ def home() -> Path:
     return Path(os.environ["OLLM_HOME"])
 
 
-def users(chat: dict) -> list[str]:
+def users(chat: dict[str, Any]) -> list[str]:
     return [m["content"] for m in chat["messages"] if m["role"] == "user"]
 
 
@@ -49,7 +50,7 @@ async def test_a_provider_that_dies_mid_request_fails_the_turn_and_keeps_the_mes
     """The provider crashes on the chat request itself (outside its own error handling): the
     supervisor restarts it, and the turn, which nothing would otherwise end, is failed."""
     original = OllamaProviderActor.handle
-    crashed = []
+    crashed: list[object] = []
 
     async def crash_once(self, event, ctx):
         if not crashed and type(event).__name__ == "ChatRequested":
@@ -254,15 +255,19 @@ async def test_every_failed_or_cancelled_message_goes_out_with_the_next_request(
                 kind = ("cancel",)
             if kind == ("cancel",):
                 server.fault("stall")
-                outcomes: list = []
+                outcomes: list[Any] = []
                 async with anyio.create_task_group() as tg:
 
-                    async def send(text: str = text, outcomes: list = outcomes) -> None:
+                    async def send(text: str = text, outcomes: list[Any] = outcomes) -> None:
                         outcomes.append(await live.session.send(text))
 
                     seen = {id(e) for e in live.h.events(ReplyChunk)}
                     tg.start_soon(send)
-                    await live.h.wait_for(ReplyChunk, where=lambda e, old=seen: id(e) not in old)
+
+                    def fresh(chunk: ReplyChunk, old: set[int] = seen) -> bool:
+                        return id(chunk) not in old
+
+                    await live.h.wait_for(ReplyChunk, where=fresh)
                     await live.session.cancel()
                 assert outcomes[0].cancelled, turn
                 unanswered += 1
@@ -294,3 +299,17 @@ def test_a_one_shot_message_is_kept_when_the_session_cannot_start(tmp_path):
         again = ollm("-p", "-", "--host", server.url, "-m", "llama3.1:8b", stdin=kept.read_text())
         assert again.returncode == 0
         assert server.chats()[-1]["messages"][-1]["content"] == text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("field", "value"), [("size", -1), ("size_vram", 10**20), ("context_length", -4096)]
+)
+async def test_impossible_figures_in_api_ps_are_refused_in_one_sentence(field, value):
+    async with open_ollama_server() as server, open_live(server) as live:
+        assert await live.client.ps(), "the model is loaded"
+        honest = server._ps
+        server._ps = lambda loaded: {**honest(loaded), field: value}  # type: ignore[method-assign]
+        with pytest.raises(ProviderError) as caught:
+            await live.client.ps()
+    assert "sent an answer to /api/ps that ollm cannot read" in str(caught.value)

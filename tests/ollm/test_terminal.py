@@ -222,3 +222,19 @@ def test_chat_context_snapshots_clear_and_ctrl_c_in_a_real_terminal(terminal):
         term.wait_for(r"(?m)reply cancelled; your message is kept.*\n(?:.*\n)*?^>")
         term.send("C-d")
         term.wait_for(r"session saved; continue it with")
+
+
+def test_ctrl_c_clears_a_typed_line_and_on_an_empty_line_ends_the_session(terminal):
+    with ollama_server_thread() as server:
+        command = f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"
+        term = terminal(command)
+        term.wait_for(r"tokens \(\d+%\)")
+        term.send("half a thought")
+        term.wait_for(r"> half a thought")
+        term.send("C-c")  # clears what was typed; the session goes on
+        term.send("hello", "Enter")
+        term.wait_for(r"You said 5 characters")
+        assert [m["content"] for m in server.chats()[-1]["messages"]][-1] == "hello"
+        term.wait_for(r"(?m)^> *$")
+        term.send("C-c")  # on an empty line: the session ends, saved
+        term.wait_for(r"session saved; continue it with")
