@@ -17,6 +17,10 @@ import msgspec
 import platformdirs
 from blake3 import blake3
 
+KeepAlive = str | int | float
+"""How long Ollama keeps the model loaded after a request (`keep_alive`)."""
+GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
+"""What Go's `time.ParseDuration` accepts, as Ollama reads a `keep_alive` string."""
 KvType = Literal["f16", "q8_0", "q4_0"]
 Strategy = Literal["summarize", "truncate", "hybrid"]
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -76,7 +80,9 @@ class ContextSettings(_Section, frozen=True, kw_only=True):
 
 class OllamaSettings(_Section, frozen=True, kw_only=True):
     host: str = DEFAULT_HOST
-    keep_alive: str = "5m"
+    keep_alive: KeepAlive = "5m"
+    """As Ollama reads `keep_alive`: seconds (negative: forever, 0: unload at once) or a Go
+    duration ("5m", "1h30m", "-1m")."""
     """How long Ollama keeps the model loaded after a request (Ollama's duration syntax)."""
     timeout: float = 300.0
     """Seconds to wait for the server to start answering or to send the next chunk."""
@@ -403,6 +409,16 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
     ):
         if not (math.isfinite(seconds) and 0.5 <= seconds <= 3600):
             raise fail(key, seconds, "it must be a number of seconds from 0.5 to 3600")
+    keep = settings.ollama.keep_alive
+    if isinstance(keep, str) and not GO_DURATION.fullmatch(keep.strip()):
+        raise fail(
+            ("ollama", "keepAlive"),
+            keep,
+            'it must be seconds (like 300, or -1 to keep the model loaded, 0 to unload it at '
+            'once) or a duration (like "5m", "1h30m")',
+        )
+    if isinstance(keep, float) and not math.isfinite(keep):
+        raise fail(("ollama", "keepAlive"), keep, "it must be a finite number of seconds")
     timeout = settings.ollama.timeout
     if not (math.isfinite(timeout) and timeout > 0):
         raise fail(("ollama", "timeout"), timeout, "it must be a number of seconds above 0")

@@ -107,8 +107,8 @@ def refusal(newest_tokens: int, num_ctx: int) -> str:
     """Why a message that cannot fit is refused, and what to do, in one sentence."""
     return (
         f"your message is about {newest_tokens} tokens, too large for the {num_ctx}-token "
-        "context even with everything older set aside; shorten it, or pick a larger "
-        "context with /context size"
+        "context even with everything older set aside; shorten it, or choose a larger "
+        "context (`/context size N` in the chat, `--context-size N` on the command line)"
     )
 
 
@@ -426,7 +426,8 @@ class SessionActor(Actor[Accepted]):
             ContextReduced(removed_ids=ids, reason=text, tokens_before=self.used),
             causation,
         )
-        await self._unanswered(ctx, turn, text, causation=causation)
+        overflow = replace(turn, failure="context_overflow")  # `ollm -p` exits 5
+        await self._unanswered(ctx, overflow, text, causation=causation)
 
     async def _failed(self, ctx: Context, turn: Turn, failure: ReplyFailed) -> None:
         turn = replace(turn, failure=failure.failure)

@@ -13,7 +13,7 @@ import msgspec
 
 from actors import Actor, Context
 
-from ..config import shown_host
+from ..config import KeepAlive, shown_host
 from ..events import (
     CancelRequested,
     ChatRequested,
@@ -180,7 +180,7 @@ def _wire_tool_call(call: ToolCall) -> dict[str, Any]:
 
 
 def build_chat_payload(
-    request: ChatRequested, *, keep_alive: str, truncate: bool, stream: bool = True
+    request: ChatRequested, *, keep_alive: KeepAlive, truncate: bool, stream: bool = True
 ) -> dict[str, Any]:
     """The exact JSON body of a chat (or summary) request.
 
@@ -222,7 +222,7 @@ def build_chat_payload(
     return payload
 
 
-def build_load_payload(model: str, options: RunnerOptions, *, keep_alive: str) -> dict[str, Any]:
+def build_load_payload(model: str, options: RunnerOptions, *, keep_alive: KeepAlive) -> dict[str, Any]:
     """A warm-up: no messages, the same runner options as every other request."""
     return {
         "model": model,
@@ -360,7 +360,7 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
 
     accepts = (ChatRequested, CancelRequested, ContextSizeChosen)
 
-    def __init__(self, client: OllamaClient, *, keep_alive: str) -> None:
+    def __init__(self, client: OllamaClient, *, keep_alive: KeepAlive) -> None:
         self.client = client
         self.keep_alive = keep_alive
         self.server_version = ""

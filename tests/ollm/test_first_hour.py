@@ -1,0 +1,54 @@
+"""What a new user hits in the first hour, through the public surface: exit codes, the two
+streams, and the test server's record."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes.ollama_server import ollama_server_thread
+from tests.ollm.processes import ollm
+
+pytestmark = pytest.mark.usefixtures("ollama_rules")
+
+
+@pytest.fixture
+def server():
+    with ollama_server_thread() as running:
+        yield running
+
+
+def test_a_one_shot_that_cannot_fit_exits_5_and_names_the_flag(server):
+    big = "word " * 10_000
+    result = ollm(
+        "-p", "-", "--host", server.url, "-m", "llama3.1:8b", "--context-size", "4096", stdin=big
+    )
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == ""
+    assert "too large for the 3482-token context" in result.stderr
+    assert "`--context-size N` on the command line" in result.stderr
+    assert [c for c in server.chats() if c["messages"]] == [], "nothing was sent"
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [("-1", -1), ("0", 0), ("300", 300), ("5m", "5m"), ('"1h30m"', "1h30m"), ("-1m", "-1m")],
+)
+def test_keep_alive_takes_ollamas_own_values_and_sends_them_unchanged(
+    server, tmp_path, written, sent
+):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"ollama:\n  keepAlive: {written}\n")
+    result = ollm("-p", "hi", "--config", str(config), "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == 0, result.stderr
+    assert server.chats()[-1]["keep_alive"] == sent
+
+
+@pytest.mark.parametrize("written", ["forever", '"30"', '"-1"', "5 minutes", ".inf"])
+def test_keep_alive_values_ollama_would_refuse_are_refused_at_once(server, tmp_path, written):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"ollama:\n  keepAlive: {written}\n")
+    result = ollm("-p", "hi", "--config", str(config), "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "ollama.keepAlive = " in line and "is not allowed; it must be" in line
+    assert server.chats() == [], "refused before anything was sent"
