@@ -430,33 +430,54 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
 
 
 def normalise_host(host: str) -> str:
-    """Ollama's own reading of `OLLAMA_HOST`: scheme and port optional, default port 11434.
+    """`OLLAMA_HOST` read as Ollama's own client reads it (`envconfig.Host`): spaces and
+    quotes trimmed; no scheme means http (and `ollama.com` means https://ollama.com:443);
+    without a port, 11434 when no scheme was given, else the scheme's own (80, 443); a bare
+    IP (`::1`) is a host; `:PORT` is this machine; a path is kept (the API lives under it).
 
     Raises:
         ValueError: the text cannot be a host.
     """
-    text = host.strip()
+    text = host.strip().strip("\"'")
     if not text:
         raise ValueError("it must be a host such as http://127.0.0.1:11434")
-    scheme = "http"
-    if "://" in text:
-        scheme, text = text.split("://", 1)
-        if scheme not in ("http", "https"):
-            raise ValueError("use http:// or https://")
-    text = text.rstrip("/")
-    hostport, _, path = text.partition("/")
+    scheme, found, rest = text.partition("://")
+    default_port = "11434"
+    if not found:
+        scheme, rest = "http", text
+        if text == "ollama.com":
+            scheme, rest = "https", "ollama.com:443"
+    elif scheme in ("http", "https"):
+        default_port = "80" if scheme == "http" else "443"
+    else:
+        raise ValueError("use http:// or https://")
+    hostport, _, path = rest.partition("/")
     credentials, _, hostport = hostport.rpartition("@")
-    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?", hostport):
+    name, port = _split_host_port(hostport, default_port)
+    if not re.fullmatch(r"[A-Za-z0-9._-]*|[0-9a-fA-F:.]+", name) or not port.isdigit():
         raise ValueError("it must be a host such as http://127.0.0.1:11434")
-    if ":" not in hostport.rsplit("]", 1)[-1]:
-        hostport += ":11434"
-    name, _, port = hostport.rpartition(":")
     if not 0 < int(port) < 65536:
         raise ValueError("the port must be between 1 and 65535")
-    if name == "0.0.0.0":
+    if name in ("", "0.0.0.0"):
         name = "127.0.0.1"
+    shown = f"[{name}]" if ":" in name else name
     login = f"{credentials}@" if credentials else ""
-    return f"{scheme}://{login}{name}:{port}" + (f"/{path}" if path else "")
+    path = path.rstrip("/")
+    return f"{scheme}://{login}{shown}:{port}" + (f"/{path}" if path else "")
+
+
+def _split_host_port(text: str, default_port: str) -> tuple[str, str]:
+    """Go's `net.SplitHostPort`, falling back as Ollama does: a bare IP or name gets the
+    default port."""
+    if text.startswith("["):
+        inside, _, after = text[1:].partition("]")
+        if after.startswith(":"):
+            return inside, after[1:]
+        return inside, default_port
+    if text.count(":") == 1:
+        name, _, port = text.partition(":")
+        return name, port
+    return text, default_port
 
 
 def shown_host(host: str) -> str:

@@ -119,6 +119,12 @@ def classify_error(status: int, body: str, *, host: str, model: str) -> Failure:
             f"Ollama ran out of memory running {model}; a smaller context "
             "(/context size) or a smaller model needs less",
         )
+    if status == 404 and "model" not in lowered:  # the route, not the model (gin's 404)
+        return Failure(
+            "server_error",
+            f"Ollama at {host} has no such API path (HTTP 404: {message}); check OLLAMA_HOST "
+            "or --host: a path in it (like /api) goes before every API path",
+        )
     if status == 404 and "not found" in lowered:
         return Failure(
             "model_not_found",

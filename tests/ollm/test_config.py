@@ -127,8 +127,15 @@ def test_an_explicit_missing_config_file_is_an_error(tmp_path):
         ("127.0.0.1", "http://127.0.0.1:11434"),
         ("0.0.0.0", "http://127.0.0.1:11434"),
         ("http://box:8080/", "http://box:8080"),
-        ("https://ollama.example.org", "https://ollama.example.org:11434"),
+        ("http://box", "http://box:80"),  # a scheme without a port: the scheme's own
+        ("https://ollama.example.org", "https://ollama.example.org:443"),
+        ("ollama.com", "https://ollama.com:443"),
         ("[::1]:11435", "http://[::1]:11435"),
+        ("::1", "http://[::1]:11434"),
+        (":8080", "http://127.0.0.1:8080"),
+        ('  "box:9000"  ', "http://box:9000"),
+        ("'http://box:9000/proxy/ollama/'", "http://box:9000/proxy/ollama"),
+        ("http://u:p@box:1", "http://u:p@box:1"),
     ],
 )
 def test_ollama_host_is_read_the_way_ollama_reads_it(given, expected):

@@ -52,3 +52,14 @@ def test_keep_alive_values_ollama_would_refuse_are_refused_at_once(server, tmp_p
     (line,) = result.stderr.splitlines()
     assert "ollama.keepAlive = " in line and "is not allowed; it must be" in line
     assert server.chats() == [], "refused before anything was sent"
+
+
+def test_ollama_host_is_read_as_ollama_reads_it_and_a_wrong_path_says_so(server):
+    port = server.url.rsplit(":", 1)[1]
+    for host in (f":{port}", f"'127.0.0.1:{port}'", f"http://localhost:{port}/"):
+        result = ollm("-p", "hi", "-m", "llama3.1:8b", env={"OLLAMA_HOST": host})
+        assert result.returncode == 0, (host, result.stderr)
+    wrong = ollm("-p", "hi", "-m", "llama3.1:8b", env={"OLLAMA_HOST": f"{server.url}/api"})
+    assert wrong.returncode != 0
+    assert "has no such API path (HTTP 404" in wrong.stderr and "ollama pull" not in wrong.stderr
+    assert "check OLLAMA_HOST or --host" in wrong.stderr
