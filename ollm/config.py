@@ -414,7 +414,7 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
         raise fail(
             ("ollama", "keepAlive"),
             keep,
-            'it must be seconds (like 300, or -1 to keep the model loaded, 0 to unload it at '
+            "it must be seconds (like 300, or -1 to keep the model loaded, 0 to unload it at "
             'once) or a duration (like "5m", "1h30m")',
         )
     if isinstance(keep, float) and not math.isfinite(keep):

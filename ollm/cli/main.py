@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,17 @@ def _chat_options(parser: argparse.ArgumentParser) -> None:
         const="",
         metavar="ID",
         help="continue a session (the newest one without ID)",
+    )
+    parser.add_argument(
+        "-c",
+        "--continue",
+        dest="resume",
+        action="store_const",
+        const="",
+        help="continue the newest session (as `llm -c`; the same as --resume)",
+    )
+    parser.add_argument(
+        "-s", "--system", metavar="TEXT", help="the system prompt for this session (as `llm -s`)"
     )
 
 
@@ -212,6 +224,8 @@ def _flags(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
         flags[("context", "targetSize")] = args.context_size
     if args.host:
         flags[("ollama", "host")] = args.host
+    if getattr(args, "system", None) is not None:
+        flags[("systemPrompt",)] = args.system
     return flags
 
 
@@ -266,8 +280,36 @@ def _fit(args: argparse.Namespace) -> int:
     )
 
 
+def unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
+    """The first word of `argv` that looks like an option the chat does not have ("" when
+    none), before any command: argparse would otherwise take the option's value for a
+    command ("invalid choice: 'sys'") and never name the option."""
+    actions = {o: a for a in parser._actions for o in a.option_strings}
+    commands = next(
+        (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {}
+    )
+    words = iter(argv)
+    for word in words:
+        if word in (commands or {}) or word == "--":
+            return ""
+        if not word.startswith("-") or word == "-" or re.fullmatch(r"-\d+", word):
+            continue
+        name = word.split("=", 1)[0]
+        action = actions.get(name)
+        if action is None:
+            return name
+        if "=" not in word and action.nargs is None and action.const is None:
+            next(words, None)  # its value
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    unknown = unknown_option(parser, words)
+    if unknown:
+        return _fail(f"{unknown} is not an option of ollm; `ollm --help` lists them", EXIT_USAGE)
+    args = parser.parse_args(words)
     try:
         if args.command == "replay":
             return _replay(args.log, args.check, args.events)

@@ -222,7 +222,9 @@ def build_chat_payload(
     return payload
 
 
-def build_load_payload(model: str, options: RunnerOptions, *, keep_alive: KeepAlive) -> dict[str, Any]:
+def build_load_payload(
+    model: str, options: RunnerOptions, *, keep_alive: KeepAlive
+) -> dict[str, Any]:
     """A warm-up: no messages, the same runner options as every other request."""
     return {
         "model": model,

@@ -63,3 +63,18 @@ def test_ollama_host_is_read_as_ollama_reads_it_and_a_wrong_path_says_so(server)
     assert wrong.returncode != 0
     assert "has no such API path (HTTP 404" in wrong.stderr and "ollama pull" not in wrong.stderr
     assert "check OLLAMA_HOST or --host" in wrong.stderr
+
+
+def test_an_unknown_option_is_named_and_llms_habits_work(server):
+    unknown = ollm("-m", "llama3.1:8b", "--sytem", "be brief", "-p", "hi", "--host", server.url)
+    assert unknown.returncode == 2
+    assert unknown.stderr == ("ollm: --sytem is not an option of ollm; `ollm --help` lists them\n")
+    first = ollm("-m", "llama3.1:8b", "-s", "Answer in French.", "-p", "hi", "--host", server.url)
+    assert first.returncode == 0, first.stderr
+    assert server.chats()[-1]["messages"][0] == {"role": "system", "content": "Answer in French."}
+    again = ollm("-c", "-p", "and again", "--host", server.url)
+    assert again.returncode == 0, again.stderr
+    assert [m["content"] for m in server.chats()[-1]["messages"] if m["role"] == "user"] == [
+        "hi",
+        "and again",
+    ], "-c continued the newest session"
