@@ -185,8 +185,10 @@ def _text_only(
             _text_only(value, key, source, sources)
     elif isinstance(node, str) and _SURROGATE.search(node):
         where = sources.get(key, source)
+        name = ".".join(key) or "(top level)"
         raise ConfigError(
-            f"{where}: {'.'.join(key) or '(top level)'} = {_echo(node)} is not allowed; it "
+            f"{where}: {name if name.isprintable() else _echo(name)} = {_echo(node)} is not "
+            "allowed; it "
             "holds a lone surrogate (an escape like \\ud800), which is not text"
         )
 
