@@ -455,6 +455,8 @@ class ResizeRequested(Event, frozen=True, kw_only=True, tag="context.resize_requ
     """A specific size instead (0 = none); it also turns auto-size off."""
     auto: bool = False
     """Turn auto-size on and size from free memory again (`/context auto`)."""
+    by_user: bool = False
+    """A command asked, and reports the outcome itself: the pool adds no notice."""
 
 
 class ResizeDeclined(Event, frozen=True, kw_only=True, tag="context.resize_declined"):

@@ -7,6 +7,7 @@ prints its usage line and one sentence, and changes nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,15 @@ from ..live import LiveError, LiveSession
 from . import render
 
 Ask = Callable[[str], Awaitable[str]]
+
+
+def tokens(text: str) -> int | None:
+    """A size as people write it: 8192, 8,192, 8_192, 8k or 16K (times 1024, as the
+    profiles name their sizes); None when it is not one."""
+    found = re.fullmatch(r"(\d+)([kK]?)", text.replace(",", "").replace("_", ""))
+    if found is None:
+        return None
+    return int(found.group(1)) * (1024 if found.group(2) else 1)
 
 
 class CommandError(Exception):
@@ -151,20 +161,21 @@ class Commands:
         usage = self.context["size"].usage
         if len(args) != 1:
             raise CommandError(usage, "give the size in tokens, e.g. /context size 8192")
-        try:
-            size = int(args[0].replace(",", "").replace("_", ""))
-        except ValueError:
-            raise CommandError(usage, f"{args[0]!r} is not a number of tokens") from None
+        size = tokens(args[0])
+        if size is None:
+            raise CommandError(usage, f"{args[0]!r} is not a number of tokens (like 8192 or 8k)")
         selected = self.live.status.selected
         top = selected.model_max if selected and selected.model_max else 0
-        if size < 256 or (top and size > top):
-            allowed = f"from 256 to {top}" if top else "at least 256"
+        low = self.live.settings.context.min_size
+        if size < low or (top and size > top):
+            allowed = f"from {low} to {top}" if top else f"at least {low}"
             raise CommandError(usage, f"{size} is not a usable size; use {allowed}")
-        return await self._resize(ResizeRequested(reason=f"/context size {size}", size=size))
+        request = ResizeRequested(reason=f"/context size {size}", size=size, by_user=True)
+        return await self._resize(request)
 
     async def _auto(self, args: list[str]) -> str:
         self._no_args(self.context["auto"], args)
-        return await self._resize(ResizeRequested(reason="/context auto", auto=True))
+        return await self._resize(ResizeRequested(reason="/context auto", auto=True, by_user=True))
 
     async def _resize(self, request: ResizeRequested) -> str:
         # The pool answers with a size (then the provider reloads the model) or declines.

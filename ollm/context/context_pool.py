@@ -176,7 +176,7 @@ class ContextPoolActor(Actor[Accepted]):
                 await self._choose(ctx, None, "")
             case ResizeRequested(reason=reason, auto=True) if state.selected is not None:
                 state.selected = replace(state.selected, auto_size=True)
-                await self._choose(ctx, None, reason)
+                await self._choose(ctx, None, reason, tell=not event.by_user)
             case ResizeRequested(reason=reason) if state.selected is not None:
                 if event.size:
                     state.selected = replace(state.selected, size=event.size, auto_size=False)
@@ -184,7 +184,7 @@ class ContextPoolActor(Actor[Accepted]):
                     option = (
                         options[-1] if options else SizeOption(size=event.size, num_ctx=event.size)
                     )
-                    await self._apply(ctx, option, reason)
+                    await self._apply(ctx, option, reason, tell=not event.by_user)
                 else:
                     current = state.chosen.num_ctx if state.chosen else state.selected.num_ctx
                     await self._choose(ctx, current, reason)
@@ -273,7 +273,9 @@ class ContextPoolActor(Actor[Accepted]):
             state.told.add(notice.once)
             await ctx.publish(notice)
 
-    async def _choose(self, ctx: Context, below: int | None, reason: str) -> None:
+    async def _choose(
+        self, ctx: Context, below: int | None, reason: str, *, tell: bool = True
+    ) -> None:
         found = choose(self.state, below=below)
         if found is None:
             await ctx.publish(
@@ -281,9 +283,12 @@ class ContextPoolActor(Actor[Accepted]):
             )
             return
         option, why = found
-        await self._apply(ctx, option, f"{reason}: {why}" if reason else why)
+        await self._apply(ctx, option, f"{reason}: {why}" if reason else why, tell=tell)
 
-    async def _apply(self, ctx: Context, option: SizeOption, reason: str) -> None:
+    async def _apply(
+        self, ctx: Context, option: SizeOption, reason: str, *, tell: bool = True
+    ) -> None:
+        """Choose `option`; `tell`: say so (not when a command asked: it reports itself)."""
         selected = self.state.selected
         assert selected is not None
         chosen = ContextSizeChosen(
@@ -292,7 +297,10 @@ class ContextPoolActor(Actor[Accepted]):
         previous = self.state.chosen
         self.state.chosen = chosen
         await ctx.publish(chosen)
-        if option.num_ctx != selected.num_ctx or (previous and previous.num_ctx != option.num_ctx):
+        changed = option.num_ctx != selected.num_ctx or (
+            previous is not None and previous.num_ctx != option.num_ctx
+        )
+        if tell and changed:
             await ctx.publish(
                 UserNotified(
                     level="info",

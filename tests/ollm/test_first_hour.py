@@ -78,3 +78,26 @@ def test_an_unknown_option_is_named_and_llms_habits_work(server):
         "hi",
         "and again",
     ], "-c continued the newest session"
+
+
+def test_context_size_says_it_once_takes_8k_and_keeps_to_min_size(server, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("context:\n  minSize: 2048\n")
+    lines = ["/context size 8k", "hello", "/context size 1024", "/context size 16K"]
+    result = ollm(
+        "--config",
+        str(config),
+        "--host",
+        server.url,
+        "-m",
+        "llama3.1:8b",
+        stdin="".join(line + "\n" for line in lines),
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert out.count("num_ctx is now 6963 (size 8192)") == 1
+    assert out.count("num_ctx is now 13926 (size 16384)") == 1
+    assert "context for llama3.1:8b: num_ctx" not in out, "said once, by the command"
+    assert "1024 is not a usable size; use from 2048 to 131072" in out
+    sent = [c["options"]["num_ctx"] for c in server.chats() if c["messages"]]
+    assert sent == [6963]
