@@ -102,7 +102,10 @@ class Commands:
                 "/test", "/test prompt", "the exact JSON the next request sends", self._test
             ),
             "/model": c(
-                "/model", "/model <name>", "switch model (its sizing applies)", self._model
+                "/model",
+                "/model [name]",
+                "list the installed models, or switch to one (its sizing applies)",
+                self._model,
             ),
             "/quit": c("/quit", "/quit", "end the session (Ctrl-D too)", self._quit),
             "/exit": c("/exit", "/exit", "end the session", self._quit),
@@ -276,6 +279,14 @@ class Commands:
 
     async def _model(self, args: list[str]) -> str:
         usage = self.top["/model"].usage
+        if not args:
+            installed = await self.live.installed_models()
+            if not installed:
+                return f"chatting with {self.live.model}; the server lists no installed models"
+            listed = "\n".join(
+                f"  {name}{'  (in use)' if name == self.live.model else ''}" for name in installed
+            )
+            return f"installed models (`/model NAME` switches):\n{listed}"
         if len(args) != 1:
             raise CommandError(usage, "give one model name, e.g. /model llama3.1:8b")
         try:

@@ -24,6 +24,22 @@ def _context_length(model_info: dict[str, object]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+async def _not_installed(client: OllamaClient, name: str) -> str:
+    """Why `name` cannot be used, naming the installed models of the same family."""
+    base = name.split(":", 1)[0]
+    try:
+        alike = [m.name for m in await client.tags() if m.name.split(":", 1)[0] == base]
+    except ProviderError:
+        alike = []
+    pull = f"`ollama pull {name}`"
+    if alike:
+        return (
+            f"the model {name} is not installed on {client.host}, but {', '.join(alike[:4])} "
+            f"is; pass `-m {alike[0]}`, or run {pull}"
+        )
+    return f"the model {name} is not installed on {client.host}; run {pull} and try again"
+
+
 async def select_model(
     client: OllamaClient,
     settings: Settings,
@@ -53,7 +69,12 @@ async def select_model(
                 "no model chosen; pass --model NAME or set `model:` in config.yaml "
                 f"(installed: {', '.join(installed[:8])})",
             )
-        shown = await client.show(name)
+        try:
+            shown = await client.show(name)
+        except ProviderError as exc:
+            if exc.failure.kind != "model_not_found":
+                raise
+            raise SelectionError(exc.failure.kind, await _not_installed(client, name)) from exc
         weights = weights_bytes(await client.tags(), name)
     except ProviderError as exc:
         raise SelectionError(exc.failure.kind, exc.failure.message) from exc

@@ -101,3 +101,20 @@ def test_context_size_says_it_once_takes_8k_and_keeps_to_min_size(server, tmp_pa
     assert "1024 is not a usable size; use from 2048 to 131072" in out
     sent = [c["options"]["num_ctx"] for c in server.chats() if c["messages"]]
     assert sent == [6963]
+
+
+def test_a_model_named_without_its_tag_points_to_the_installed_one(server):
+    result = ollm("-p", "hi", "--host", server.url, "-m", "llama3.1")
+    assert result.returncode == 4
+    assert "the model llama3.1 is not installed" in result.stderr
+    assert "but llama3.1:8b is; pass `-m llama3.1:8b`, or run `ollama pull llama3.1`" in (
+        result.stderr
+    )
+    other = ollm("-p", "hi", "--host", server.url, "-m", "qwen3")
+    assert "run `ollama pull qwen3` and try again" in other.stderr
+
+
+def test_model_without_a_name_lists_the_installed_models(server):
+    result = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="/model\n")
+    assert result.returncode == 0, result.stderr
+    assert "installed models (`/model NAME` switches):\n  llama3.1:8b  (in use)" in result.stdout

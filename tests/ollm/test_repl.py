@@ -127,8 +127,8 @@ async def test_snapshot_list_restore_with_the_picker_and_clear():
         ("/context stats x", "usage: /context stats", "stats takes no arguments"),
         ("/context bogus", "usage: /context [size|auto|", "'bogus' is not a /context subcommand"),
         ("/test nothing", "usage: /test prompt", "the only test is `/test prompt`"),
-        ("/model", "usage: /model <name>", "give one model name"),
-        ("/model nope:1b", "usage: /model <name>", "ollama pull nope:1b"),
+        ("/model a b", "usage: /model [name]", "give one model name"),
+        ("/model nope:1b", "usage: /model [name]", "ollama pull nope:1b"),
         ("/frobnicate", "usage: /help", "/frobnicate is not a command"),
     ],
 )
