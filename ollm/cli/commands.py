@@ -109,6 +109,8 @@ class Commands:
             ),
             "/quit": c("/quit", "/quit", "end the session (Ctrl-D too)", self._quit),
             "/exit": c("/exit", "/exit", "end the session", self._quit),
+            "/bye": c("/bye", "/bye", "end the session (as in `ollama run`)", self._quit),
+            "/?": c("/?", "/?", "this list (as in `ollama run`)", self._help),
         }
 
     # --- dispatch --------------------------------------------------------------------------

@@ -118,3 +118,11 @@ def test_model_without_a_name_lists_the_installed_models(server):
     result = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="/model\n")
     assert result.returncode == 0, result.stderr
     assert "installed models (`/model NAME` switches):\n  llama3.1:8b  (in use)" in result.stdout
+
+
+def test_ollama_runs_bye_and_question_mark_work(server):
+    result = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="/?\n/bye\nnever sent\n")
+    assert result.returncode == 0, result.stderr
+    assert "/context size" in result.stdout, "/? printed the help"
+    assert "session saved" in result.stderr
+    assert [c for c in server.chats() if c["messages"]] == [], "/bye ended the session"
