@@ -10,6 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -149,15 +150,56 @@ def load_settings(
     Raises:
         ConfigError: one sentence naming the source, the key, the value and what is allowed.
     """
+    return explain_settings(path, env, flags).settings
+
+
+@dataclass(frozen=True)
+class Explained:
+    """The settings in force, and where each value came from (`ollm config`)."""
+
+    settings: Settings
+    path: Path
+    """The config file read (or that would be read)."""
+    exists: bool
+    sources: dict[tuple[str, ...], str]
+    """Key → "environment variable X", "command-line flag --x" or the file's path; a key
+    that is absent has its default."""
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """(dotted key, value, source) for every key, in the order of the sections."""
+        found: list[tuple[str, Any, str]] = []
+
+        def walk(node: Any, key: tuple[str, ...]) -> None:
+            if isinstance(node, dict):
+                for name, value in node.items():
+                    walk(value, (*key, name))
+                return
+            found.append((".".join(key), node, self.sources.get(key, "default")))
+
+        walk(settings_to_dict(self.settings), ())
+        return found
+
+
+def explain_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[tuple[str, ...], Any] | None = None,
+) -> Explained:
+    """`load_settings`, keeping where each value came from.
+
+    Raises:
+        ConfigError: as `load_settings`.
+    """
     explicit = path is not None
     path = path or default_config_path()
     data: dict[str, Any] = {}
     source = str(path)
-    if path.exists():
+    exists = path.exists()
+    if exists:
         data = _read_yaml(path)
     elif explicit:
         raise ConfigError(f"{path}: no such config file; check the path given to --config")
-    sources: dict[tuple[str, ...], str] = {}
+    sources: dict[tuple[str, ...], str] = dict.fromkeys(_leaves(data, ()), source)
     for name, key in _ENV_KEYS.items():
         value = (os.environ if env is None else env).get(name)
         if value is not None and value != "":
@@ -168,7 +210,14 @@ def load_settings(
         sources[key] = f"command-line flag --{_flag_name(key)}"
     _text_only(data, (), source, sources)
     settings = _convert(data, source, sources)
-    return _normalised(_checked(settings, source, sources))
+    settings = _normalised(_checked(settings, source, sources))
+    return Explained(settings, path, exists, sources)
+
+
+def _leaves(node: Any, key: tuple[str, ...]) -> list[tuple[str, ...]]:
+    if isinstance(node, dict):
+        return [leaf for name, value in node.items() for leaf in _leaves(value, (*key, str(name)))]
+    return [key] if key else []
 
 
 def _text_only(
@@ -334,7 +383,7 @@ def _explain(
         name = ".".join([*path, unknown.group(1)])
         key = name if name.isprintable() else _echo(name)
         return ConfigError(
-            f"{source}: unknown key {key}; check its spelling against docs/configuration.md"
+            f"{source}: unknown key {key}; check its spelling; `ollm config` lists every key"
         )
     key = ".".join(path) or "(top level)"
     where = sources.get(tuple(path), source)

@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--search", metavar="TEXT", default="", help="only the sessions where TEXT was said"
     )
+    config = commands.add_parser(
+        "config",
+        help="every setting, its value and where it came from",
+        description="Print every setting ollm uses, its value, and where the value came "
+        "from (the config file, an environment variable, a flag, or the default), with the "
+        "path of the config file.",
+    )
+    config.add_argument("--config", type=Path, metavar="PATH", help="a config.yaml to use")
     export = commands.add_parser(
         "export",
         help="write a session as a JSON-lines event log",
@@ -201,6 +209,33 @@ def _sessions(search: str) -> int:
     for line in sessions_table(rows):
         _say(line)
     _say(f"{len(rows)} sessions in {home}; `ollm --resume ID` continues one")
+    return 0
+
+
+def _config(path: Path | None) -> int:
+    from ..config import explain_settings, shown_host
+
+    try:
+        explained = explain_settings(path)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    state = "" if explained.exists else " (not there: no file sets anything)"
+    _say(f"config file: {explained.path}{state}")
+    rows = explained.rows()
+    width = max(len(key) for key, _value, _source in rows)
+    for key, value, source in rows:
+        if key == "ollama.host":
+            value = shown_host(value)
+        if isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, str):
+            shown = value if value and len(value) <= 40 and value.isprintable() else repr(value)
+            shown = shown if len(shown) <= 42 else shown[:41] + "…"
+        else:
+            shown = str(value)
+        _say(f"  {key:<{width}}  {shown:<22}  [{source}]")
+    _say("the file's keys are camelCase, nested as shown (context.targetSize is `targetSize:`")
+    _say("under `context:`); environment variables and flags override the file")
     return 0
 
 
@@ -315,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args.log, args.check, args.events)
         if args.command == "sessions":
             return _sessions(args.search)
+        if args.command == "config":
+            return _config(args.config)
         if args.command == "export":
             return _export(args.session, args.output)
         if args.command == "fit":

@@ -126,3 +126,31 @@ def test_ollama_runs_bye_and_question_mark_work(server):
     assert "/context size" in result.stdout, "/? printed the help"
     assert "session saved" in result.stderr
     assert [c for c in server.chats() if c["messages"]] == [], "/bye ended the session"
+
+
+def test_ollm_config_prints_every_key_its_value_and_its_source(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("model: qwen3:8b\ncontext:\n  compression:\n    threshold: 0.6\n")
+    result = ollm(
+        "config",
+        "--config",
+        str(config),
+        env={"OLLM_CONTEXT_SIZE": "8192", "OLLAMA_HOST": "http://me:pw@box:1"},
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith(f"config file: {config}\n")
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert rows["model"].split()[1:] == ["qwen3:8b", f"[{config}]"]
+    assert rows["context.compression.threshold"].endswith(f"[{config}]")
+    assert rows["context.targetSize"].split()[1] == "8192"
+    assert rows["context.targetSize"].endswith("[environment variable OLLM_CONTEXT_SIZE]")
+    assert rows["context.autoSize"].split()[1:] == ["true", "[default]"]
+    assert "http://***@box:1" in rows["ollama.host"] and "pw" not in out
+    assert len(rows) == 29, "every key"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("context:\n  autosize: true\n")
+    refused = ollm("-p", "hi", "--config", str(bad))
+    assert "unknown key context.autosize; check its spelling; `ollm config` lists every key" in (
+        refused.stderr
+    )
