@@ -66,6 +66,8 @@ class SnapshotStore:
         self.directory = directory
         self._entries: dict[str, IndexEntry] | None = None
         self._problems: list[str] = []
+        self._damaged: dict[str, str] = {}
+        """A damaged file's name (without its suffix) → why it was skipped."""
         self._lock = threading.RLock()
 
     # --- reading ---------------------------------------------------------------------------
@@ -103,6 +105,9 @@ class SnapshotStore:
         if text in ids:
             return text
         matches = [i for i in ids if i.startswith(text)]
+        damaged = [why for name, why in self._damaged.items() if name.startswith(text)]
+        if not matches and len(damaged) == 1:
+            raise IdError(f"snapshot {text} cannot be restored: {damaged[0]}")
         if not matches:
             raise IdError(f"no snapshot id starts with {text!r}; `/context list` shows them")
         if len(matches) > 1:
@@ -196,6 +201,7 @@ class SnapshotStore:
         if self._entries is not None:
             return self._entries
         self._problems = []
+        self._damaged = {}
         if not self.directory.is_dir():
             self._entries = {}
             return self._entries
@@ -218,6 +224,7 @@ class SnapshotStore:
                 meta = read_meta(path, path.read_bytes())
             except (SnapshotError, OSError) as exc:
                 self._problems.append(str(exc))
+                self._damaged[path.name.removesuffix(SUFFIX).lower()] = str(exc)
                 continue
             if f"{meta.id}{SUFFIX}" != path.name:
                 self._problems.append(

@@ -117,6 +117,11 @@ def test_truncation_and_garbage_are_one_sentence_naming_the_file(tmp_path, damag
         p for p in listing.problems if p.startswith(f"{victim} ") and words in p
     ]
     assert len(listing.problems) == 1
+    fresh = SnapshotStore(tmp_path)
+    for wanted in ("cccc03", "ccc"):  # restoring it by its id says why it cannot be
+        with pytest.raises(IdError) as caught:
+            fresh.resolve(wanted)
+        assert str(caught.value) == f"snapshot {wanted} cannot be restored: {listing.problems[0]}"
 
 
 def test_a_stray_file_is_skipped(tmp_path):
