@@ -137,14 +137,15 @@ class SnapshotManagerActor(Actor[Followed]):
             case _:
                 self.conversation.apply(event)
 
-    async def create(self, ctx: Context, reason: SnapshotReason, ref: str = "") -> None:
+    async def create(self, ctx: Context, reason: SnapshotReason, ref: str = "") -> bool:
+        """Save the conversation as it stands; whether it was saved."""
         if not self.enabled and reason != "manual":
             if reason in ("emergency", "pre-compression"):
                 message = "snapshots are disabled (context.snapshots.enabled)"
                 await ctx.publish(
                     SnapshotFailed(reason=reason, message=message, ref=ref, disabled=True)
                 )
-            return
+            return False
         state = self.conversation.state()
         messages = list(self.conversation.prompt_messages())
         meta = SnapshotMeta(
@@ -175,7 +176,7 @@ class SnapshotManagerActor(Actor[Followed]):
             await ctx.publish(
                 UserNotified(level="warning", text=f"the snapshot was not saved: {exc}")
             )
-            return
+            return False
         await ctx.publish(
             SnapshotCreated(
                 snapshot_id=saved.id,
@@ -190,6 +191,7 @@ class SnapshotManagerActor(Actor[Followed]):
         await ctx.publish(
             UserNotified(level="info", text=f"snapshot {saved.id} saved ({reason}, {size})")
         )
+        return True
 
     def _prune(self, just_made: str, now: float) -> list[str]:
         doomed = to_prune(self.store.listing().snapshots, self.policy, just_made, now)
@@ -202,6 +204,13 @@ class SnapshotManagerActor(Actor[Followed]):
             await ctx.publish(RestoreFailed(snapshot_id=wanted, message=str(exc)))
             await ctx.publish(UserNotified(level="warning", text=f"nothing restored: {exc}"))
             return
+        # As `/context clear` does: the conversation being replaced is saved first, so no
+        # turn is left only in the log (with snapshots disabled, it is saved all the same).
+        if self.conversation.messages and not await self._save_before(ctx):
+            message = "the conversation now in use could not be saved first, so it was kept"
+            await ctx.publish(RestoreFailed(snapshot_id=meta.id, message=message))
+            await ctx.publish(UserNotified(level="warning", text=f"nothing restored: {message}"))
+            return
         await ctx.publish(SnapshotRestored(snapshot_id=meta.id, state=state.conversation))
         await ctx.publish(
             UserNotified(
@@ -210,6 +219,13 @@ class SnapshotManagerActor(Actor[Followed]):
                 "tokens); the next request carries exactly that conversation",
             )
         )
+
+    async def _save_before(self, ctx: Context) -> bool:
+        enabled, self.enabled = self.enabled, True
+        try:
+            return await self.create(ctx, "auto")
+        finally:
+            self.enabled = enabled
 
     async def delete(self, ctx: Context, wanted: str) -> None:
         try:

@@ -22,6 +22,10 @@ from ollm.events import (
     MessageAdded,
     MessageUnanswered,
     ReplyChunk,
+    RestoreRequested,
+    SnapshotCreated,
+    SnapshotRequested,
+    SnapshotRestored,
 )
 from ollm.live import recorded_sessions
 from ollm.providers.ollama import OllamaProviderActor, ProviderError
@@ -313,3 +317,24 @@ async def test_impossible_figures_in_api_ps_are_refused_in_one_sentence(field, v
         with pytest.raises(ProviderError) as caught:
             await live.client.ps()
     assert "sent an answer to /api/ps that ollm cannot read" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_restoring_a_snapshot_saves_the_conversation_it_replaces_first():
+    async with open_ollama_server() as server, open_live(server) as live:
+        await live.say("first")
+        made = await live.session.request(
+            SnapshotRequested(reason="manual"), until=(SnapshotCreated,)
+        )
+        assert isinstance(made, SnapshotCreated)
+        await live.say("second")
+        restored = await live.session.request(
+            RestoreRequested(snapshot_id=made.snapshot_id), until=(SnapshotRestored,)
+        )
+        assert isinstance(restored, SnapshotRestored)
+        before = live.h.events(SnapshotCreated)[-1]
+        assert before.reason == "auto" and before.messages == 4, "first and second, answered"
+        listing = await live.session.snapshots()
+        assert before.snapshot_id in [m.id for m in listing.snapshots]
+        await live.say("third")
+        assert users(server.chats()[-1]) == ["first", "third"]
