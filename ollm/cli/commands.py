@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -160,7 +161,7 @@ class Commands:
         return "\n".join(lines)
 
     async def _status(self, args: list[str]) -> str:
-        return render.status_box(self.live.status)
+        return render.status_box(self.live.status, shutil.get_terminal_size().columns)
 
     async def _size(self, args: list[str]) -> str:
         usage = self.context["size"].usage

@@ -58,13 +58,15 @@ def status_lines(status: Status) -> list[str]:
     return lines
 
 
-def status_box(status: Status) -> str:
+def status_box(status: Status, columns: int = 80) -> str:
+    """The status box, no wider than `columns` (the terminal's width): long lines wrap."""
+    text_max = max(16, min(BOX_TEXT_MAX, columns - 4))
     lines = [
         part
         for line in status_lines(status)
-        for part in textwrap.wrap(line, BOX_TEXT_MAX, subsequent_indent="  ") or [""]
+        for part in textwrap.wrap(line, text_max, subsequent_indent="  ") or [""]
     ]
-    width = max(BOX_WIDTH, max(len(line) for line in lines) + 4)
+    width = max(min(BOX_WIDTH, columns), max(len(line) for line in lines) + 4)
     title = "─ Context Status "
     top = "┌" + title + "─" * (width - 2 - len(title)) + "┐"
     body = [f"│ {line:<{width - 4}} │" for line in lines]

@@ -154,3 +154,19 @@ def test_ollm_config_prints_every_key_its_value_and_its_source(tmp_path):
     assert "unknown key context.autosize; check its spelling; `ollm config` lists every key" in (
         refused.stderr
     )
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80, 120])
+def test_the_status_box_fits_the_terminals_width(server, columns):
+    result = ollm(
+        "--host",
+        server.url,
+        "-m",
+        "llama3.1:8b",
+        stdin="hello\n/context\n",
+        env={"COLUMNS": str(columns)},
+    )
+    assert result.returncode == 0, result.stderr
+    box = [line for line in result.stdout.splitlines() if line[:1] in "┌│└"]
+    assert box and all(len(line) <= columns for line in box), (columns, max(map(len, box)))
+    assert any("KV Cache: f16" in line for line in box)
