@@ -119,6 +119,9 @@ async def run_repl(
 
     async def chat(live: LiveSession, turn: Turn) -> int:
         err.write(f"ollm: {live.model}, num_ctx {live.num_ctx}, session {live.session_id}\n")
+        recap = last_turns(live)
+        if recap:
+            out.write(recap + "\n")
         err.write(f"{HELP}\n")
         err.flush()
         await run_loop(live, turn, out, prompt_input=prompt_input, prompt_output=prompt_output)
@@ -126,6 +129,27 @@ async def run_repl(
         return 0
 
     return await _in_session(settings, start, out, err, chat)
+
+
+RECAP_MESSAGES = 4
+RECAP_WIDTH = 160
+
+
+def last_turns(live: LiveSession) -> str:
+    """The last few messages of a resumed conversation, a line each ("" when it is new)."""
+    said = [
+        m
+        for m in live.status.ledger.conversation.prompt_messages()
+        if m.role in ("user", "assistant")
+    ]
+    if not said:
+        return ""
+    lines = [f"the conversation so far ({len(said)} messages; the last {RECAP_MESSAGES}):"]
+    for message in said[-RECAP_MESSAGES:]:
+        text = " ".join(message.content.split())
+        text = text if len(text) <= RECAP_WIDTH else text[: RECAP_WIDTH - 1] + "…"
+        lines.append(f"  {'you' if message.role == 'user' else 'model'}: {text}")
+    return "\n".join(lines)
 
 
 __all__ = ("Start", "run_oneshot", "run_repl")

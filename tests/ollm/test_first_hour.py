@@ -170,3 +170,16 @@ def test_the_status_box_fits_the_terminals_width(server, columns):
     box = [line for line in result.stdout.splitlines() if line[:1] in "┌│└"]
     assert box and all(len(line) <= columns for line in box), (columns, max(map(len, box)))
     assert any("KV Cache: f16" in line for line in box)
+
+
+def test_resume_shows_the_last_turns_before_the_prompt(server):
+    first = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="one\ntwo\nthree\n")
+    assert first.returncode == 0, first.stderr
+    resumed = ollm("--resume", "--host", server.url, stdin="")
+    assert resumed.returncode == 0, resumed.stderr
+    recap = resumed.stdout.splitlines()
+    assert recap[0] == "the conversation so far (6 messages; the last 4):"
+    assert recap[1] == "  you: two" and recap[3] == "  you: three"
+    assert recap[2].startswith("  model: You said 3 characters.")
+    fresh = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="")
+    assert "the conversation so far" not in fresh.stdout
