@@ -110,6 +110,12 @@ class Commands:
             ),
             "/quit": c("/quit", "/quit", "end the session (Ctrl-D too)", self._quit),
             "/exit": c("/exit", "/exit", "end the session", self._quit),
+            "/set": c(
+                "/set",
+                "/set parameter num_ctx <tokens>",
+                "as in `ollama run`: the same as /context size",
+                self._set,
+            ),
             "/bye": c("/bye", "/bye", "end the session (as in `ollama run`)", self._quit),
             "/?": c("/?", "/?", "this list (as in `ollama run`)", self._help),
         }
@@ -302,6 +308,15 @@ class Commands:
         if isinstance(result, ModelLoadFailed):
             return f"switched to {selected.model}, but loading it failed: {result.message}"
         return f"now chatting with {selected.model}, num_ctx {self.live.num_ctx} ({selected.how})"
+
+    async def _set(self, args: list[str]) -> str | None:
+        if len(args) == 3 and args[:2] == ["parameter", "num_ctx"]:
+            return await self._size(args[2:])
+        raise CommandError(
+            self.top["/set"].usage,
+            "only num_ctx can be set here (other runner options would reload the model); "
+            "`/context size` does the same",
+        )
 
     async def _quit(self, args: list[str]) -> str:
         raise Quit

@@ -99,6 +99,8 @@ async def run_loop(
             return
         except KeyboardInterrupt:
             continue
+        if text.lstrip().startswith(QUOTES):
+            text = await _quoted(read, text)
         line = text.strip()
         if not line:
             continue
@@ -112,6 +114,27 @@ async def run_loop(
                 out.flush()
             continue
         await turn(text)
+
+
+QUOTES = '"""'
+"""A message between triple quotes may span lines, as in `ollama run`."""
+
+
+async def _quoted(read: Read, first: str) -> str:
+    """The message from a line opening with triple quotes to the line that closes them
+    (end of input closes them too)."""
+    body = first.lstrip()[len(QUOTES) :]
+    lines: list[str] = []
+    while True:
+        if body.rstrip().endswith(QUOTES):
+            lines.append(body.rstrip()[: -len(QUOTES)])
+            break
+        lines.append(body)
+        try:
+            body = await read("... ")
+        except EOFError:
+            break
+    return "\n".join(lines).strip("\n")
 
 
 def _prompt_session(live: LiveSession, prompt_input: Any, prompt_output: Any) -> Any:

@@ -183,3 +183,14 @@ def test_resume_shows_the_last_turns_before_the_prompt(server):
     assert recap[2].startswith("  model: You said 3 characters.")
     fresh = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="")
     assert "the conversation so far" not in fresh.stdout
+
+
+def test_triple_quotes_and_set_parameter_num_ctx_as_in_ollama_run(server):
+    stdin = '"""first line\nsecond line\n"""\n/set parameter num_ctx 8192\nhi\n/set seed 4\n'
+    result = ollm("--host", server.url, "-m", "llama3.1:8b", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    chats = [c for c in server.chats() if c["messages"]]
+    assert chats[0]["messages"][-1]["content"] == "first line\nsecond line"
+    assert chats[1]["messages"][-1]["content"] == "hi"
+    assert chats[1]["options"]["num_ctx"] == 6963
+    assert "only num_ctx can be set here" in result.stdout
