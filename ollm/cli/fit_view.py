@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from ..config import Settings
-from ..live import FitFacts, StartError, gather_fit
+from ..live import FitFacts, StartError, gather_fit, installed_models
 from ..memory import format_bytes as human
 from .exits import exit_status
 
@@ -147,3 +147,40 @@ def option_lines(facts: FitFacts) -> list[str]:
             "in config.yaml"
         )
     return lines
+
+
+async def run_models(settings: Settings, out: TextIO, err: TextIO) -> int:
+    """`ollm models`: each installed model, its size, its context options and the largest
+    that fits now (by the chat's own sizing, as `ollm fit` shows in full)."""
+    try:
+        names = await installed_models(settings)
+    except StartError as exc:
+        err.write(f"ollm: {exc}\n")
+        return exit_status(exc.failure)
+    if not names:
+        out.write(
+            f"no models are installed on {settings.ollama.host}; `ollama pull NAME` adds one\n"
+        )
+        return 0
+    for name in names:
+        try:
+            facts = await gather_fit(settings, name)
+        except StartError as exc:
+            out.write(f"{name}: {exc}\n")
+            continue
+        sizes = ", ".join(_short(o.size) for o in facts.options)
+        if facts.pick is None:
+            fits = "fit unknown (no memory reading of the server's machine)"
+        elif facts.pick.fits:
+            fits = (
+                f"largest that fits now: {_short(facts.pick.size)} (num_ctx {facts.pick.num_ctx})"
+            )
+        else:
+            fits = "nothing fits in free memory now"
+        out.write(f"{name}  {human(facts.weights_bytes)}  options {sizes}  {fits}\n")
+    out.write("`ollm fit MODEL` shows how each figure is reached; `ollm -m MODEL` chats\n")
+    return 0
+
+
+def _short(size: int) -> str:
+    return f"{size // 1024}k" if size % 1024 == 0 else str(size)

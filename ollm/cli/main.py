@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--search", metavar="TEXT", default="", help="only the sessions where TEXT was said"
     )
+    models = commands.add_parser(
+        "models",
+        help="the installed models, their context options and what fits now",
+        description="List the models the Ollama server has, each with its size, the chat's "
+        "context options and the largest that fits in free memory now.",
+    )
+    models.add_argument("--host", help="the Ollama server (default: OLLAMA_HOST)")
+    models.add_argument("--config", type=Path, metavar="PATH", help="a config.yaml to use")
     config = commands.add_parser(
         "config",
         help="every setting, its value and where it came from",
@@ -210,6 +218,19 @@ def _sessions(search: str) -> int:
         _say(line)
     _say(f"{len(rows)} sessions in {home}; `ollm --resume ID` continues one")
     return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .fit_view import run_models
+
+    flags: dict[tuple[str, ...], Any] = {("ollama", "host"): args.host} if args.host else {}
+    try:
+        settings = load_settings(args.config, flags=flags)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    out: Any = SafeStream(sys.stdout)
+    err: Any = SafeStream(sys.stderr)
+    return anyio.run(run_models, settings, out, err, backend="asyncio")
 
 
 def _config(path: Path | None) -> int:
@@ -350,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args.log, args.check, args.events)
         if args.command == "sessions":
             return _sessions(args.search)
+        if args.command == "models":
+            return _models(args)
         if args.command == "config":
             return _config(args.config)
         if args.command == "export":

@@ -14,6 +14,7 @@ from ..storage.store import Listing as Listing
 from ._fit_facts import Device as Device
 from ._fit_facts import FitFacts as FitFacts
 from ._fit_facts import gather_fit as gather_fit
+from ._fit_facts import installed_models as installed_models
 from ._live_session import LiveError as LiveError
 from ._live_session import LiveSession as LiveSession
 from ._live_session import Outcome as Outcome
@@ -54,6 +55,7 @@ __all__ = (
     "export_session",
     "gather_fit",
     "history_file",
+    "installed_models",
     "keep_unsent",
     "open_live_session",
     "recorded_sessions",

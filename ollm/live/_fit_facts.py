@@ -98,6 +98,20 @@ def _runner_bytes() -> int:
         return 0
 
 
+async def installed_models(settings: Settings) -> list[str]:
+    """The models the server has installed, by name.
+
+    Raises:
+        StartError: the server cannot answer.
+    """
+    host, timeout = settings.ollama.host, settings.ollama.timeout
+    async with make_http_client(host, timeout) as http:
+        try:
+            return [m.name for m in await OllamaClient(http, host, timeout).tags()]
+        except ProviderError as exc:
+            raise StartError(exc.failure.message, exc.failure.kind) from exc
+
+
 async def gather_fit(
     settings: Settings, model: str, parallel: int | None = None, kv_type: str | None = None
 ) -> FitFacts:

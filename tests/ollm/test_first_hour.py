@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes.ollama_server import ollama_server_thread
+from tests.fakes.ollama_server import FakeModel, ollama_server_thread
 from tests.ollm.processes import ollm
 
 pytestmark = pytest.mark.usefixtures("ollama_rules")
@@ -194,3 +194,16 @@ def test_triple_quotes_and_set_parameter_num_ctx_as_in_ollama_run(server):
     assert chats[1]["messages"][-1]["content"] == "hi"
     assert chats[1]["options"]["num_ctx"] == 6963
     assert "only num_ctx can be set here" in result.stdout
+
+
+def test_ollm_models_lists_each_installed_model_with_its_options(server):
+    server.models["tiny:1b"] = FakeModel("tiny:1b", context_length=8192, weights_bytes=700 << 20)
+    result = ollm("models", "--host", server.url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    llama = next(line for line in lines if line.startswith("llama3.1:8b  "))
+    assert "options 4k, 8k, 16k, 32k, 64k, 128k" in llama
+    assert "largest that fits now:" in llama or "fit unknown" in llama or "nothing fits" in llama
+    assert any(line.startswith("tiny:1b  700 MiB  options 8k  ") for line in lines), lines
+    down = ollm("models", "--host", "http://127.0.0.1:9")
+    assert down.returncode != 0 and "cannot reach Ollama" in down.stderr
