@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--host", help="the Ollama server (default: OLLAMA_HOST)")
     models.add_argument("--config", type=Path, metavar="PATH", help="a config.yaml to use")
+    completion = commands.add_parser(
+        "completion",
+        help="the shell code that completes ollm's commands and options",
+        description="Print the code that makes your shell complete ollm's commands, options "
+        "and choices, generated from this parser by argcomplete. Add it to your shell's "
+        "startup: `eval \"$(ollm completion bash)\"` (bash, in ~/.bashrc), the same with "
+        "zsh (~/.zshrc), or `ollm completion fish | source` (fish, in config.fish).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
     config = commands.add_parser(
         "config",
         help="every setting, its value and where it came from",
@@ -361,6 +370,10 @@ def unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (`ollm completion`)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     words = sys.argv[1:] if argv is None else list(argv)
     unknown = unknown_option(parser, words)
     if unknown:
@@ -371,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args.log, args.check, args.events)
         if args.command == "sessions":
             return _sessions(args.search)
+        if args.command == "completion":
+            from argcomplete.shell_integration import shellcode
+
+            sys.stdout.write(shellcode(["ollm"], shell=args.shell))
+            return 0
         if args.command == "models":
             return _models(args)
         if args.command == "config":

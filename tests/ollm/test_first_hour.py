@@ -207,3 +207,32 @@ def test_ollm_models_lists_each_installed_model_with_its_options(server):
     assert any(line.startswith("tiny:1b  700 MiB  options 8k  ") for line in lines), lines
     down = ollm("models", "--host", "http://127.0.0.1:9")
     assert down.returncode != 0 and "cannot reach Ollama" in down.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_code_is_generated_for_each_shell(shell):
+    result = ollm("completion", shell)
+    assert result.returncode == 0, result.stderr
+    assert "ollm" in result.stdout and "_ARGCOMPLETE" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("line", "offered"),
+    [
+        ("ollm fi", {"fit"}),
+        ("ollm --cont", {"--context-size", "--continue"}),
+        ("ollm completion ", {"bash", "zsh", "fish", "-h", "--help"}),
+    ],
+)
+def test_the_shell_completes_commands_options_and_choices(tmp_path, line, offered):
+    answer = tmp_path / "completions"
+    result = ollm(
+        env={
+            "_ARGCOMPLETE": "1",
+            "COMP_LINE": line,
+            "COMP_POINT": str(len(line)),
+            "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+        }
+    )
+    assert result.returncode == 0, result.stderr
+    assert {word.strip() for word in answer.read_text().split("\x0b")} == offered
