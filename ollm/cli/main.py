@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the shell code that completes ollm's commands and options",
         description="Print the code that makes your shell complete ollm's commands, options "
         "and choices, generated from this parser by argcomplete. Add it to your shell's "
-        "startup: `eval \"$(ollm completion bash)\"` (bash, in ~/.bashrc), the same with "
+        'startup: `eval "$(ollm completion bash)"` (bash, in ~/.bashrc), the same with '
         "zsh (~/.zshrc), or `ollm completion fish | source` (fish, in config.fish).",
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))

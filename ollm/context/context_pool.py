@@ -108,15 +108,18 @@ def choose(state: PoolState, *, below: int | None = None) -> tuple[SizeOption, s
         return choice, "your choice" if below is None else "the next smaller size"
     fp = footprint(state)
     kv_type = usable_cache_type(arch, selected.kv_cache_type)
+    fits = f"fits in {format_bytes(budget)} free"
+    if below is not None:  # after a failure: a step down, not a contradiction
+        fits = f"one size smaller, which by ollm's estimate {fits}"
     for option in reversed(options):
         if needed_bytes(arch, option.num_ctx, fp, kv_type, selected.parallel) <= budget:
-            return option, f"fits in {format_bytes(budget)} free"
+            return option, fits
     if not selected.options:
         exact = largest_fitting(
             arch, budget, fp, kv_type, parallel=selected.parallel, high=options[-1].num_ctx
         )
         if exact:
-            return SizeOption(size=exact, num_ctx=exact), f"fits in {format_bytes(budget)} free"
+            return SizeOption(size=exact, num_ctx=exact), fits
     free = format_bytes(max(budget, 0))
     return options[0], f"nothing fits in {free} free; the smallest size, layers likely on CPU"
 

@@ -26,6 +26,7 @@ from ollm.events import (
     SnapshotCreated,
     SnapshotRequested,
     SnapshotRestored,
+    UserNotified,
 )
 from ollm.live import recorded_sessions
 from ollm.providers.ollama import OllamaProviderActor, ProviderError
@@ -33,6 +34,7 @@ from tests.fakes.ollama_server import ollama_server_thread, open_ollama_server
 from tests.ollm.processes import ollm
 
 from .live import open_live
+from .test_context_pool import FakeChain, reading
 
 pytestmark = pytest.mark.usefixtures("ollama_rules")
 
@@ -338,3 +340,16 @@ async def test_restoring_a_snapshot_saves_the_conversation_it_replaces_first():
         assert before.snapshot_id in [m.id for m in listing.snapshots]
         await live.say("third")
         assert users(server.chats()[-1]) == ["first", "third"]
+
+
+@pytest.mark.anyio
+async def test_the_out_of_memory_step_down_does_not_contradict_itself():
+    memory = FakeChain([reading(12)])  # auto-size picks the 16k option: 12 GiB free
+    async with open_ollama_server() as server, open_live(server, size=16384, memory=memory) as live:
+        server.fault("oom")
+        assert isinstance(await live.say(QUESTIONS[0]), MessageAdded)
+        (step,) = [n.text for n in live.h.events(UserNotified) if "one size smaller" in n.text]
+        assert (
+            "Ollama ran out of memory: one size smaller, which by ollm's estimate fits in" in step
+        )
+        assert "memory: fits in" not in step
