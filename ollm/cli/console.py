@@ -21,7 +21,7 @@ from ..events import (
     UserNotified,
 )
 from .render import learned_text
-from .safe import safe
+from .safe import coloured, safe
 
 
 class CurrentStream:
@@ -35,6 +35,11 @@ class CurrentStream:
     def write(self, text: str) -> int:
         stream: TextIO = getattr(sys, self.name)
         return stream.write(safe(text))
+
+    def write_notice(self, text: str, level: str) -> int:
+        """One notice, coloured by `level` where the stream is a terminal."""
+        stream: TextIO = getattr(sys, self.name)
+        return stream.write(coloured(stream, text, level))
 
     def flush(self) -> None:
         stream: TextIO = getattr(sys, self.name)
@@ -95,12 +100,18 @@ class ConsoleActor(Actor[Shown]):
         self.chats: set[str] = set()
         """Ids of chat requests: only their replies are printed (not summaries)."""
 
-    def notice(self, text: str) -> None:
+    def notice(self, text: str, level: str = "info") -> None:
         if self.open_line:
             self.out.write("\n")
             self.out.flush()
             self.open_line = False
-        self.err.write(f"ollm: {text}\n")
+        line = f"ollm: {text}"
+        write_notice = getattr(self.err, "write_notice", None)  # colour where it can
+        if write_notice is not None:
+            write_notice(line, level)
+            self.err.write("\n")
+        else:
+            self.err.write(line + "\n")
         self.err.flush()
 
     async def handle(self, event: Shown, ctx: Context) -> None:
@@ -125,16 +136,17 @@ class ConsoleActor(Actor[Shown]):
                 self.notice(
                     "reply cancelled; your message is kept"
                     if cancelled
-                    else f"{reason} (your message is kept, marked unanswered)"
+                    else f"{reason} (your message is kept, marked unanswered)",
+                    "info" if cancelled else "error",
                 )
             case UserNotified(level=level, text=text):
-                self.notice(f"warning: {text}" if level == "warning" else text)
+                self.notice(f"warning: {text}" if level == "warning" else text, level)
             case ModelSelected(warning=warning) if warning:
-                self.notice(f"warning: {warning}")
+                self.notice(f"warning: {warning}", "warning")
             case KvTypeLearned():
                 self.notice(learned_text(event))
             case ModelLoadFailed(message=message):
-                self.notice(message)
+                self.notice(message, "error")
             case MemorySourceChanged(source=source, detail=detail):
                 # The first source is not news, unless it means the local GPU is not used.
                 self.sources_seen += 1

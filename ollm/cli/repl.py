@@ -180,7 +180,8 @@ def _prompt_session(live: LiveSession, prompt_input: Any, prompt_output: Any) ->
 async def _read_terminal(session: Any, text: str) -> str:
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    with patch_stdout():
+    # raw: notices keep their colour; everything printed is made safe before (`cli.safe`).
+    with patch_stdout(raw=True):
         result: str = await session.prompt_async(text)
     return result
 

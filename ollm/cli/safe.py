@@ -11,6 +11,7 @@ next chunk: a sequence split across two chunks is made safe piece by piece."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TextIO
 
@@ -47,6 +48,10 @@ class SafeStream:
     def write(self, text: str) -> int:
         return self.stream.write(safe(text))
 
+    def write_notice(self, text: str, level: str) -> int:
+        """One notice, coloured by `level` where the stream is a terminal."""
+        return self.stream.write(coloured(self.stream, text, level))
+
     def flush(self) -> None:
         self.stream.flush()
 
@@ -55,3 +60,22 @@ class SafeStream:
 
     def fileno(self) -> int:
         return self.stream.fileno()
+
+
+SGR = {"warning": "33", "error": "1;31"}
+"""Restrained colour: warnings yellow, errors bold red, everything else as the terminal has
+it."""
+
+
+def coloured(stream: TextIO, text: str, level: str) -> str:
+    """`text` (made safe) in the colour of `level` when `stream` is a terminal and
+    `NO_COLOR` is not set; plain otherwise (a pipe, a file, `NO_COLOR`)."""
+    plain = safe(text)
+    code = SGR.get(level)
+    if code is None or os.environ.get("NO_COLOR"):
+        return plain
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return f"\x1b[{code}m{plain}\x1b[0m" if tty else plain

@@ -3,6 +3,7 @@ the message stays in the live context (the next request on the server carries it
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -14,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import ActorCrashed
-from ollm.cli.safe import safe
+from ollm.cli.console import ConsoleActor, Printed
+from ollm.cli.safe import SafeStream, safe
 from ollm.events import (
     CancelRequested,
     CompressionCompleted,
@@ -353,3 +355,28 @@ async def test_the_out_of_memory_step_down_does_not_contradict_itself():
             "Ollama ran out of memory: one size smaller, which by ollm's estimate fits in" in step
         )
         assert "memory: fits in" not in step
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("tty", "no_color", "coloured"), [(True, "", True), (True, "1", False), (False, "", False)]
+)
+def test_notices_are_coloured_on_a_terminal_only_and_never_with_no_color(
+    monkeypatch, tty, no_color, coloured
+):
+    monkeypatch.setenv("NO_COLOR", no_color)
+    err = Tty() if tty else io.StringIO()
+    stream: Any = SafeStream(err)
+    console = ConsoleActor(io.StringIO(), stream, Printed())
+    console.show(UserNotified(level="warning", text="low memory \x1b]0;x\x07"))
+    console.show(UserNotified(level="info", text="snapshot saved"))
+    lines = err.getvalue().splitlines()
+    if coloured:
+        assert lines[0] == "\x1b[33mollm: warning: low memory ␛]0;x␇\x1b[0m"
+    else:
+        assert lines[0] == "ollm: warning: low memory ␛]0;x␇"
+    assert lines[1] == "ollm: snapshot saved", "info stays as the terminal has it"
