@@ -82,7 +82,7 @@ class Commands:
             "snapshot": c("snapshot", "/context snapshot", "save a snapshot now", self._snapshot),
             "restore": c(
                 "restore",
-                "/context restore [id]",
+                "/context restore [id|number]",
                 "restore a snapshot (no id: pick one)",
                 self._restore,
             ),
@@ -222,6 +222,14 @@ class Commands:
         wanted = args[0] if args else await self._pick()
         if not wanted:
             return "nothing restored"
+        if wanted.isdigit() and len(wanted) <= 2:  # a number from `/context list`
+            listing = await self.live.snapshots()
+            if not 1 <= int(wanted) <= len(listing.snapshots):
+                shown = f"1–{len(listing.snapshots)}" if listing.snapshots else "none"
+                raise CommandError(
+                    usage, f"there is no snapshot number {wanted} (`/context list` shows {shown})"
+                )
+            wanted = listing.snapshots[int(wanted) - 1].id
         try:
             await self.live.resolve_snapshot(wanted)
         except LiveError as exc:
@@ -241,9 +249,7 @@ class Commands:
         answer = (
             await self.ask(f"{print_list}\nrestore which? (number or id; Enter cancels) ")
         ).strip()
-        if answer.isdigit() and 1 <= int(answer) <= len(listing.snapshots):
-            return listing.snapshots[int(answer) - 1].id
-        return answer
+        return answer  # a number is read as `/context restore N` reads it
 
     async def _list(self, args: list[str]) -> str:
         self._no_args(self.context["list"], args)

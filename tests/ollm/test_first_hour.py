@@ -236,3 +236,21 @@ def test_the_shell_completes_commands_options_and_choices(tmp_path, line, offere
     )
     assert result.returncode == 0, result.stderr
     assert {word.strip() for word in answer.read_text().split("\x0b")} == offered
+
+
+def test_context_restore_takes_the_number_context_list_shows(server):
+    lines = [
+        "first",
+        "/context snapshot",
+        "second",
+        "/context snapshot",
+        "third",
+        "/context restore 9",
+        "/context restore 2",
+        "after",
+    ]
+    result = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="".join(f"{x}\n" for x in lines))
+    assert result.returncode == 0, result.stderr
+    assert "there is no snapshot number 9 (`/context list` shows 1–" in result.stdout
+    last = [m["content"] for m in server.chats()[-1]["messages"] if m["role"] == "user"]
+    assert last == ["first", "after"], "number 2 is the older snapshot, taken after 'first'"

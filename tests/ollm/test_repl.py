@@ -117,10 +117,10 @@ async def test_snapshot_list_restore_with_the_picker_and_clear():
         ("/context snapshot x", "usage: /context snapshot", "snapshot takes no arguments"),
         (
             "/context restore ../../etc/passwd",
-            "usage: /context restore [id]",
+            "usage: /context restore [id|number]",
             "is not a snapshot id",
         ),
-        ("/context restore a b", "usage: /context restore [id]", "give one snapshot id"),
+        ("/context restore a b", "usage: /context restore [id|number]", "give one snapshot id"),
         ("/context list all", "usage: /context list", "list takes no arguments"),
         ("/context clear now", "usage: /context clear", "clear takes no arguments"),
         ("/context compress hard", "usage: /context compress", "compress takes no arguments"),
@@ -170,7 +170,7 @@ async def test_size_auto_compress_stats_help_and_model():
     assert asked["options"]["num_ctx"] == 6963
     assert chats[-1]["options"]["num_ctx"] == 13926, "/model applies the new model's own sizing"
     assert "calibration factor" in out and "count cache:" in out and "usage per turn:" in out
-    assert "/context restore [id]" in out
+    assert "/context restore [id|number]" in out
     assert "now chatting with llama3.1:8b" in out
     assert "compressed" in err or "nothing old enough to compress" in err
 
