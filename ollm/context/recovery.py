@@ -52,7 +52,9 @@ def overflow_share(n_prompt: int, n_ctx: int) -> float:
 
 def after_failure(failure: ReplyFailed, attempt: int, messages: Sequence[Message]) -> Recovery:
     """The recovery for `failure` of the request's `attempt` (1 = the first try)."""
-    if attempt != 1:
+    if attempt != 1 or failure.partial:
+        # A reply that had begun is not retried: its start is on the screen (or in a
+        # one-shot's stdout) already, and a second reply would follow it.
         return GiveUp()
     if failure.failure == "context_overflow":
         share = overflow_share(failure.n_prompt_tokens, failure.n_ctx)

@@ -63,6 +63,7 @@ Fault = Literal[
     "busy",
     "nested_error",
     "nested_stream",
+    "oom_midstream",
     "escape_error",
     "huge_counts",
     "negative_counts",
@@ -718,6 +719,10 @@ class OllamaTestServer:
                             "error": "an error was encountered while running the model: GGML_ASSERT failed"
                         }
                     )
+                    await send.end_stream()
+                    return None
+                if fault == "oom_midstream":
+                    await send.line({"error": "cudaMalloc failed: out of memory"})
                     await send.end_stream()
                     return None
                 if fault == "nested_stream":

@@ -254,3 +254,12 @@ def test_context_restore_takes_the_number_context_list_shows(server):
     assert "there is no snapshot number 9 (`/context list` shows 1–" in result.stdout
     last = [m["content"] for m in server.chats()[-1]["messages"] if m["role"] == "user"]
     assert last == ["first", "after"], "number 2 is the older snapshot, taken after 'first'"
+
+
+def test_a_reply_that_failed_after_it_began_is_not_retried_or_printed_twice(server):
+    server.fault("oom_midstream")
+    result = ollm("-p", "tell me more", "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == 6, result.stderr
+    assert result.stdout.count("You said") == 1, result.stdout
+    assert "ran out of memory" in result.stderr and "retrying" not in result.stderr
+    assert len([c for c in server.chats() if c["messages"]]) == 1, "no second attempt"
