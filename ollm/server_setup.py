@@ -71,6 +71,11 @@ def unit_environment(text: str) -> dict[str, str]:
     return found
 
 
+def a_cache(kind: str) -> str:
+    """The type with its article, as the sentences say it: "an f16", "a q8_0"."""
+    return f"{'an' if kind == 'f16' else 'a'} {kind}"
+
+
 def preference_note(
     arch: Architecture | None, kv_type: str, flash_attention: str, preferred: str, source: str = ""
 ) -> str:
@@ -88,9 +93,8 @@ def preference_note(
         if ratio:
             gain = f", {ratio:.1f}× the context would fit in the same memory"
     flash = "" if flash_attention == "on" or preferred == "f16" else " and OLLAMA_FLASH_ATTENTION=1"
-    article = "an" if kv_type == "f16" else "a"
     return (
-        f"the server runs {article} {kv_type} KV cache"
+        f"the server runs {a_cache(kv_type)} KV cache"
         + (f" (from {source})" if source else "")
         + f", not the {preferred} of kvQuantization, "
         f"and sizing follows the server; with OLLAMA_KV_CACHE_TYPE={preferred}{flash} set "

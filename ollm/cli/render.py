@@ -9,6 +9,7 @@ from ..anchors import RANKS
 from ..events import CompressionCompleted, KvTypeLearned
 from ..live import SnapshotMeta, Status
 from ..memory import format_bytes, format_bytes_of
+from ..server_setup import a_cache
 
 SPARKS = "▁▂▃▄▅▆▇█"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -161,9 +162,8 @@ def snapshot_list(snapshots: Sequence[SnapshotMeta], problems: Sequence[str], no
 
 
 def learned_text(event: KvTypeLearned) -> str:
-    article = "an" if event.kv_cache_type == "f16" else "a"
     return (
         f"{event.source} rules out the {event.assumed} KV cache sizing assumed for "
-        f"{event.model}: the server runs {article} {event.kv_cache_type} cache, and sizing "
+        f"{event.model}: the server runs {a_cache(event.kv_cache_type)} cache, and sizing "
         "follows it"
     )
