@@ -18,6 +18,8 @@ import msgspec
 import platformdirs
 from blake3 import blake3
 
+from .model_options import OptionError, checked
+
 KeepAlive = str | int | float
 """How long Ollama keeps the model loaded after a request (`keep_alive`)."""
 GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
@@ -91,6 +93,9 @@ class OllamaSettings(_Section, frozen=True, kw_only=True):
     """Let thinking models think (only sent to models with the `thinking` capability)."""
     max_reply_tokens: int = 2048
     """`num_predict` for a chat reply (always bounded by the room left in the context)."""
+    options: dict[str, Any] = {}
+    """Model options sent with every chat request (`-o KEY VALUE`): temperature, top_p,
+    seed, stop, … (`ollm.model_options`); runner options are refused."""
 
 
 class Settings(_Section, frozen=True, kw_only=True):
@@ -170,7 +175,7 @@ class Explained:
         found: list[tuple[str, Any, str]] = []
 
         def walk(node: Any, key: tuple[str, ...]) -> None:
-            if isinstance(node, dict):
+            if isinstance(node, dict) and (node or len(key) < 2):
                 for name, value in node.items():
                     walk(value, (*key, name))
                 return
@@ -207,7 +212,7 @@ def explain_settings(
             sources[key] = f"environment variable {name}"
     for key, value in (flags or {}).items():
         _put(data, key, value)
-        sources[key] = f"command-line flag --{_flag_name(key)}"
+        sources[key] = f"command-line flag {_flag_name(key)}"
     _text_only(data, (), source, sources)
     settings = _convert(data, source, sources)
     settings = _normalised(_checked(settings, source, sources))
@@ -243,7 +248,13 @@ def _text_only(
 
 
 def _flag_name(key: tuple[str, ...]) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", key[-1]).lower()
+    if key[:2] == OPTIONS_KEY:
+        return f"-o {key[-1]}"
+    return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", key[-1]).lower()
+
+
+OPTIONS_KEY = ("ollama", "options")
+"""Where the model options live; `-o KEY VALUE` sets `ollama.options.KEY`."""
 
 
 CONFIG_MAX_BYTES = 1 << 20
@@ -477,7 +488,16 @@ def _checked(settings: Settings, source: str, sources: dict[tuple[str, ...], str
         normalise_host(settings.ollama.host)
     except ValueError as exc:
         raise fail(("ollama", "host"), shown_host(settings.ollama.host), str(exc)) from None
-    return settings
+    options: dict[str, Any] = {}
+    for name, value in settings.ollama.options.items():
+        try:
+            options[name] = checked(name, value)
+        except OptionError as exc:
+            shown = name if name.isprintable() and len(name) <= ECHO_MAX else _echo(name)
+            raise fail((*OPTIONS_KEY, shown), value, str(exc)) from None
+    return msgspec.structs.replace(
+        settings, ollama=msgspec.structs.replace(settings.ollama, options=options)
+    )
 
 
 def normalise_host(host: str) -> str:

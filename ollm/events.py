@@ -82,6 +82,14 @@ class RunnerOptions(Struct, frozen=True, kw_only=True):
     num_ctx: int
 
 
+class ModelOption(Struct, frozen=True, kw_only=True):
+    """One per-request model option (`-o KEY VALUE`), sent in `options` beside the runner
+    options (`ollm.model_options` says which may be set)."""
+
+    name: str
+    value: int | float | str | tuple[str, ...]
+
+
 class SizeOption(Struct, frozen=True, kw_only=True):
     """A context option of a model's profile: what the user picks and what is sent."""
 
@@ -376,6 +384,8 @@ class ChatRequested(Event, frozen=True, kw_only=True, tag="chat.requested"):
     """None: not sent (the model cannot think)."""
     tools: tuple[ToolSchema, ...] = ()
     attempt: int = 1
+    sampling: tuple[ModelOption, ...] = ()
+    """The user's model options (chat requests only; summaries use the model's defaults)."""
 
 
 class ContextReduced(Event, frozen=True, kw_only=True, tag="context.reduced"):

@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 
 from .. import __version__
-from ..config import ConfigError, data_home, load_settings
+from ..config import OPTIONS_KEY, ConfigError, data_home, load_settings
+from ..model_options import TEXTS
 from .exits import EXIT_CANCELLED, EXIT_USAGE, describe
 from .safe import SafeStream, safe
 
@@ -55,6 +56,16 @@ def _chat_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "-s", "--system", metavar="TEXT", help="the system prompt for this session (as `llm -s`)"
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        nargs=2,
+        action="append",
+        dest="options",
+        metavar=("KEY", "VALUE"),
+        help="a model option for every reply, e.g. -o temperature 0.2 (as `llm -o`); "
+        "repeat it for more, or for several stop texts",
     )
 
 
@@ -291,6 +302,11 @@ def _flags(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
         flags[("ollama", "host")] = args.host
     if getattr(args, "system", None) is not None:
         flags[("systemPrompt",)] = args.system
+    for name, value in getattr(args, "options", None) or ():
+        key = (*OPTIONS_KEY, name)
+        if name in TEXTS:  # `-o stop A -o stop B`: both end the reply
+            value = [*flags.get(key, []), value]
+        flags[key] = value
     return flags
 
 
@@ -363,8 +379,9 @@ def unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
         action = actions.get(name)
         if action is None:
             return name
-        if "=" not in word and action.nargs is None and action.const is None:
-            next(words, None)  # its value
+        if "=" not in word and action.const is None:
+            for _ in range(action.nargs if isinstance(action.nargs, int) else 1):
+                next(words, None)  # its values
     return ""
 
 

@@ -46,6 +46,7 @@ from ..events import (
     MessageUnanswered,
     ModelLoaded,
     ModelLoadFailed,
+    ModelOption,
     ModelSelected,
     NoticeLevel,
     ReplyCancelled,
@@ -62,6 +63,7 @@ from ..events import (
     UserNotified,
     UserSubmitted,
 )
+from ..model_options import model_options
 from ..profiles import runner_options
 from .memory_guard import DropFirst, GuardPolicy, Refuse, Send, before_send
 from .recovery import GiveUp, RetryShorter, RetrySmaller, after_failure
@@ -72,10 +74,15 @@ class SessionPolicy:
     max_reply_tokens: int = Settings().ollama.max_reply_tokens
     min_reply_tokens: int = 64
     think: bool = Settings().ollama.think
+    sampling: tuple[ModelOption, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionPolicy:
-        return cls(max_reply_tokens=settings.ollama.max_reply_tokens, think=settings.ollama.think)
+        return cls(
+            max_reply_tokens=settings.ollama.max_reply_tokens,
+            think=settings.ollama.think,
+            sampling=model_options(settings.ollama.options),
+        )
 
 
 def reply_budget(policy: SessionPolicy, num_ctx: int, used: int) -> int:
@@ -100,6 +107,7 @@ def chat_request(
         num_predict=reply_budget(policy, num_ctx, used),
         think=policy.think if model.thinking else None,
         attempt=attempt,
+        sampling=policy.sampling,
     )
 
 

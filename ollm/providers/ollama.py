@@ -184,7 +184,8 @@ def build_chat_payload(
 ) -> dict[str, Any]:
     """The exact JSON body of a chat (or summary) request.
 
-    `options` carries the runner options from the request unchanged, plus `num_predict`.
+    `options` carries the runner options from the request unchanged, the user's model
+    options, and `num_predict`.
     """
     messages = []
     for message in request.messages:
@@ -195,6 +196,9 @@ def build_chat_payload(
             wire["tool_name"] = message.tool_name
         messages.append(wire)
     options = msgspec.to_builtins(request.options)
+    for option in request.sampling:
+        value = option.value
+        options[option.name] = list(value) if isinstance(value, tuple) else value
     options["num_predict"] = request.num_predict
     payload: dict[str, Any] = {
         "model": request.model,

@@ -147,7 +147,8 @@ def test_ollm_config_prints_every_key_its_value_and_its_source(tmp_path):
     assert rows["context.targetSize"].endswith("[environment variable OLLM_CONTEXT_SIZE]")
     assert rows["context.autoSize"].split()[1:] == ["true", "[default]"]
     assert "http://***@box:1" in rows["ollama.host"] and "pw" not in out
-    assert len(rows) == 29, "every key"
+    assert len(rows) == 30, "every key"
+    assert rows["ollama.options"].split()[1:] == ["{}", "[default]"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("context:\n  autosize: true\n")
     refused = ollm("-p", "hi", "--config", str(bad))
@@ -263,3 +264,48 @@ def test_a_reply_that_failed_after_it_began_is_not_retried_or_printed_twice(serv
     assert result.stdout.count("You said") == 1, result.stdout
     assert "ran out of memory" in result.stderr and "retrying" not in result.stderr
     assert len([c for c in server.chats() if c["messages"]]) == 1, "no second attempt"
+
+
+def test_model_options_from_o_and_the_config_go_on_every_chat_request(server, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("ollama:\n  options:\n    top_k: 20\n    temperature: 0.9\n")
+    words = ("-o", "temperature", "0.2", "-o", "seed", "7", "-o", "stop", "END", "-o", "stop", "##")
+    first = ollm(
+        "-p", "hi", *words, "--config", str(config), "--host", server.url, "-m", "llama3.1:8b"
+    )
+    assert first.returncode == 0, first.stderr
+    options = server.chats()[-1]["options"]
+    assert options == {
+        "num_ctx": options["num_ctx"],
+        "num_predict": options["num_predict"],
+        "seed": 7,
+        "stop": ["END", "##"],
+        "temperature": 0.2,
+        "top_k": 20,
+    }, "the flag beats the file; the file's other option stays"
+    shown = ollm("config", "--config", str(config), "-o", "seed", "3")
+    assert shown.returncode == 2, "`ollm config` takes no -o: it is a chat option"
+    again = ollm("-c", "-p", "and again", "--config", str(config), "--host", server.url)
+    assert server.chats()[-1]["options"]["temperature"] == 0.9, "a new run reads its own flags"
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("num_gpu", "10", "num_gpu is a runner option: changing it makes Ollama reload the model"),
+        ("num_ctx", "8192", "use --context-size N"),
+        ("num_predict", "5", "set ollama.maxReplyTokens instead"),
+        ("temprature", "1", "it is not one of Ollama's model options; use one of"),
+        ("seed", "1.5", "it must be a whole number"),
+        ("temperature", "hot", "it must be a number"),
+        ("top_p", "nan", "it must be a number"),
+    ],
+)
+def test_a_model_option_ollm_cannot_send_is_refused_in_one_sentence(server, key, value, says):
+    result = ollm("-p", "hi", "-o", key, value, "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"ollm: command-line flag -o {key}: ollama.options.{key} = ")
+    assert says in line
+    assert server.chats() == [], "refused before anything was sent"
