@@ -30,6 +30,7 @@ from .events import (
     ModelSelected,
     SessionOpened,
     SnapshotRestored,
+    SystemPromptSet,
 )
 from .tokens import message_tokens
 
@@ -165,6 +166,8 @@ class Conversation:
                     self.ledger = event.ledger
                 if event.pinned is not None:
                     self.pinned = event.pinned
+            case SystemPromptSet(text=text):
+                self.system_prompt = text
             case ChatRequested(request_id=request_id):
                 self.next_request = max(self.next_request, _number(request_id) + 1)
             case _:

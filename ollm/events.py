@@ -141,6 +141,13 @@ class ClearRequested(Input, frozen=True, kw_only=True, tag="user.clear_requested
     """The user asks to clear the conversation (`/context clear`)."""
 
 
+class SystemPromptSet(Input, frozen=True, kw_only=True, tag="user.system_prompt_set"):
+    """The user sets the system prompt mid-session (`/set system …`, as in `ollama run`):
+    every request from the next one starts with it; empty removes it."""
+
+    text: str
+
+
 class ServerInfo(Input, frozen=True, kw_only=True, tag="server.info"):
     """What the Ollama server said about itself."""
 

@@ -29,6 +29,8 @@ from ..events import (
     SnapshotFailed,
     SnapshotRequested,
     SnapshotRestored,
+    SystemPromptSet,
+    UsageChanged,
 )
 from ..live import LiveError, LiveSession
 from . import render
@@ -43,6 +45,13 @@ def tokens(text: str) -> int | None:
     if found is None:
         return None
     return int(found.group(1)) * (1024 if found.group(2) else 1)
+
+
+def unquoted(text: str) -> str:
+    """Text without one pair of quotes around it, as `ollama run` reads `/set system "…"`."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
 
 
 class CommandError(Exception):
@@ -112,8 +121,8 @@ class Commands:
             "/exit": c("/exit", "/exit", "end the session", self._quit),
             "/set": c(
                 "/set",
-                "/set parameter num_ctx <tokens>",
-                "as in `ollama run`: the same as /context size",
+                "/set parameter num_ctx <tokens> | /set system <text>",
+                "as in `ollama run`: the context size, or the system prompt from now on",
                 self._set,
             ),
             "/bye": c("/bye", "/bye", "end the session (as in `ollama run`)", self._quit),
@@ -316,13 +325,38 @@ class Commands:
         return f"now chatting with {selected.model}, num_ctx {self.live.num_ctx} ({selected.how})"
 
     async def _set(self, args: list[str]) -> str | None:
+        usage = self.top["/set"].usage
         if len(args) == 3 and args[:2] == ["parameter", "num_ctx"]:
             return await self._size(args[2:])
+        if args[:1] == ["system"]:
+            if len(args) == 1:
+                raise CommandError(
+                    usage,
+                    'give the text, e.g. /set system Answer briefly. (`/set system ""` removes it)',
+                )
+            return await self._system(unquoted(" ".join(args[1:])))
+        if args[:1] == ["parameter"]:
+            raise CommandError(
+                usage,
+                "only num_ctx can be set here; model options such as temperature are given "
+                "when ollm starts (`-o KEY VALUE`, or ollama.options in the config)",
+            )
         raise CommandError(
-            self.top["/set"].usage,
-            "only num_ctx can be set here (other runner options would reload the model); "
-            "`/context size` does the same",
+            usage,
+            "only num_ctx can be set here (other runner options would reload the model), "
+            "and the system prompt",
         )
+
+    async def _system(self, text: str) -> str:
+        await self.live.request(
+            SystemPromptSet(text=text), until=(UsageChanged,), timeout=self.timeout
+        )
+        if not text:
+            return "the system prompt is removed; the next request goes without one"
+        ledger = self.live.status.ledger
+        system = ledger.conversation.system_message()
+        tokens = ledger.accounting.count(system).tokens(ledger.accounting.factor) if system else 0
+        return f"the system prompt is set ({tokens} tokens); the next request starts with it"
 
     async def _quit(self, args: list[str]) -> str:
         raise Quit

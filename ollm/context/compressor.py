@@ -56,6 +56,7 @@ from ..events import (
     SnapshotFailed,
     SnapshotRequested,
     SnapshotRestored,
+    SystemPromptSet,
     UsageChanged,
     UserNotified,
 )
@@ -99,6 +100,7 @@ Followed = (
     | ContextCleared
     | CompressionCompleted
     | SnapshotRestored
+    | SystemPromptSet
     | CompressRequested
     | SnapshotCreated
     | SnapshotFailed
@@ -121,6 +123,7 @@ class CompressorActor(Actor[Followed]):
         ContextCleared,
         CompressionCompleted,
         SnapshotRestored,
+        SystemPromptSet,
         CompressRequested,
         SnapshotCreated,
         SnapshotFailed,

@@ -59,6 +59,7 @@ from ..events import (
     SnapshotFailed,
     SnapshotRequested,
     SnapshotRestored,
+    SystemPromptSet,
     UsageChanged,
     UserNotified,
     UserSubmitted,
@@ -221,6 +222,7 @@ Accepted = (
     | ReplyFailed
     | ReplyCancelled
     | SnapshotRestored
+    | SystemPromptSet
     | CompressionCompleted
     | ClearRequested
     | SnapshotCreated
@@ -242,6 +244,7 @@ class SessionActor(Actor[Accepted]):
         ReplyFailed,
         ReplyCancelled,
         SnapshotRestored,
+        SystemPromptSet,
         CompressionCompleted,
         ClearRequested,
         SnapshotCreated,
@@ -299,7 +302,7 @@ class SessionActor(Actor[Accepted]):
                 isinstance(phase, Streaming) and phase.request_id == event.request_id
             ):
                 await self._replied(ctx, phase.turn, event)
-            case SnapshotRestored() | CompressionCompleted():
+            case SnapshotRestored() | CompressionCompleted() | SystemPromptSet():
                 self.conversation.apply(event)
             case SnapshotCreated(ref=ref) if isinstance(phase, Clearing) and ref == phase.ref:
                 await self._cleared(ctx, event.snapshot_id)

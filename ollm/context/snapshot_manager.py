@@ -37,6 +37,7 @@ from ..events import (
     SnapshotRequested,
     SnapshotRestored,
     SnapshotsDeleted,
+    SystemPromptSet,
     UsageChanged,
     UserNotified,
 )
@@ -83,6 +84,7 @@ Followed = (
     | ContextCleared
     | ChatRequested
     | SnapshotRestored
+    | SystemPromptSet
     | UsageChanged
     | SnapshotRequested
     | RestoreRequested
@@ -101,6 +103,7 @@ class SnapshotManagerActor(Actor[Followed]):
         ContextCleared,
         ChatRequested,
         SnapshotRestored,
+        SystemPromptSet,
         UsageChanged,
         SnapshotRequested,
         RestoreRequested,

@@ -20,13 +20,21 @@ from ..events import (
     ReplyCompleted,
     SessionOpened,
     SnapshotRestored,
+    SystemPromptSet,
     TruncationDetected,
     UsageChanged,
     UserNotified,
 )
 from ..tokens import Accounting
 
-STRUCTURAL = (SessionOpened, ContextReduced, ContextCleared, CompressionCompleted, SnapshotRestored)
+STRUCTURAL = (
+    SessionOpened,
+    ContextReduced,
+    ContextCleared,
+    CompressionCompleted,
+    SnapshotRestored,
+    SystemPromptSet,
+)
 
 
 class Ledger:
@@ -65,7 +73,13 @@ class Ledger:
             case MessageAdded(message=message):
                 self.conversation.apply(event)
                 acc.add(message)
-            case ContextReduced() | ContextCleared() | CompressionCompleted() | SnapshotRestored():
+            case (
+                ContextReduced()
+                | ContextCleared()
+                | CompressionCompleted()
+                | SnapshotRestored()
+                | SystemPromptSet()
+            ):
                 # The conversation changed shape: recount it (O(messages), rare).
                 self.conversation.apply(event)
                 acc.reset(tuple(self.conversation.prompt_messages()))
@@ -95,6 +109,7 @@ Accepted = (
     | ContextReduced
     | ContextCleared
     | SnapshotRestored
+    | SystemPromptSet
     | CompressionCompleted
     | ChatRequested
     | ReplyCompleted

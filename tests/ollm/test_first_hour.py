@@ -309,3 +309,40 @@ def test_a_model_option_ollm_cannot_send_is_refused_in_one_sentence(server, key,
     assert line.startswith(f"ollm: command-line flag -o {key}: ollama.options.{key} = ")
     assert says in line
     assert server.chats() == [], "refused before anything was sent"
+
+
+def _systems(chat):
+    return [m["content"] for m in chat["messages"] if m["role"] == "system"]
+
+
+def test_set_system_changes_the_system_prompt_from_the_next_request_and_it_lasts(server):
+    lines = [
+        "one",
+        "/set system Answer in French.",
+        "two",
+        "/context snapshot",
+        '/set system ""',
+        "three",
+        "/context restore 1",
+        "four",
+        "/set system",
+    ]
+    stdin = "".join(f"{line}\n" for line in lines)
+    result = ollm("--host", server.url, "-m", "llama3.1:8b", "-s", "Be brief.", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    chats = [c for c in server.chats() if c["messages"]]
+    assert [_systems(c) for c in chats] == [
+        ["Be brief."],
+        ["Answer in French."],
+        [],
+        ["Answer in French."],
+    ], "set, removed, then restored with the snapshot that held it"
+    assert "the system prompt is set (" in result.stdout
+    assert "the system prompt is removed" in result.stdout
+    assert 'give the text, e.g. /set system Answer briefly.' in result.stdout
+    resumed = ollm("-c", "-p", "five", "--host", server.url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _systems(server.chats()[-1]) == ["Answer in French."], "the log keeps it"
+    session = result.stderr.split("continue it with `ollm --resume ")[1].split("`")[0]
+    checked = ollm("replay", session, "--check")
+    assert checked.returncode == 0 and "replay matches" in checked.stdout, checked.stderr
