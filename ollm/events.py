@@ -611,6 +611,7 @@ DomainEvent = (
     UserSubmitted
     | CancelRequested
     | ClearRequested
+    | SystemPromptSet
     | ServerInfo
     | ModelSelected
     | SessionOpened
