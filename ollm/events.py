@@ -295,7 +295,8 @@ class SnapshotCreated(Input, frozen=True, kw_only=True, tag="snapshot.created"):
     messages: int = 0
     ref: str = ""
     pruned: tuple[str, ...] = ()
-    """Older snapshots deleted by the rolling cleanup."""
+    """Older snapshots deleted by the rolling cleanup (or replaced: the same name)."""
+    name: str = ""
 
 
 class SnapshotFailed(Input, frozen=True, kw_only=True, tag="snapshot.failed"):
@@ -581,6 +582,9 @@ class SnapshotRequested(Event, frozen=True, kw_only=True, tag="snapshot.requeste
     reason: SnapshotReason
     ref: str = ""
     """Echoed in `SnapshotCreated`, so the asker knows its snapshot exists."""
+    name: str = ""
+    """The user's name for it (`/save NAME`): kept out of the rolling cleanup, and
+    replacing the session's earlier snapshot of that name."""
 
 
 class HardLimitHit(_LimitReached, frozen=True, kw_only=True, tag="limit.hard_hit"):

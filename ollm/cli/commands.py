@@ -54,6 +54,10 @@ def unquoted(text: str) -> str:
     return text
 
 
+NAME_MAX = 64
+"""The longest name `/save` takes."""
+
+
 class CommandError(Exception):
     def __init__(self, usage: str, sentence: str) -> None:
         super().__init__(sentence)
@@ -126,6 +130,18 @@ class Commands:
                 self._set,
             ),
             "/bye": c("/bye", "/bye", "end the session (as in `ollama run`)", self._quit),
+            "/save": c(
+                "/save",
+                "/save <name>",
+                "a named snapshot of this session (as in `ollama run`)",
+                self._save,
+            ),
+            "/load": c(
+                "/load",
+                "/load <name>",
+                "restore the snapshot saved with that name",
+                self._load,
+            ),
             "/?": c("/?", "/?", "this list (as in `ollama run`)", self._help),
         }
 
@@ -259,6 +275,32 @@ class Commands:
             await self.ask(f"{print_list}\nrestore which? (number or id; Enter cancels) ")
         ).strip()
         return answer  # a number is read as `/context restore N` reads it
+
+    async def _save(self, args: list[str]) -> str | None:
+        usage = self.top["/save"].usage
+        if len(args) != 1:
+            raise CommandError(usage, "give one name, without spaces, e.g. /save draft")
+        name = args[0]
+        if len(name) > NAME_MAX or not name.isprintable():
+            raise CommandError(usage, f"a name is at most {NAME_MAX} printable characters")
+        await self.live.request(
+            SnapshotRequested(reason="manual", name=name),
+            until=(SnapshotCreated, SnapshotFailed),
+            timeout=self.timeout,
+        )
+        return None  # the snapshot manager's notice says what happened
+
+    async def _load(self, args: list[str]) -> str | None:
+        usage = self.top["/load"].usage
+        if len(args) != 1:
+            raise CommandError(usage, "give the name a snapshot was saved with (/save NAME)")
+        listing = await self.live.snapshots()
+        named = next((m for m in listing.snapshots if m.name == args[0]), None)
+        if named is None:
+            names = sorted({m.name for m in listing.snapshots if m.name})
+            known = f"this session has {', '.join(names)}" if names else "none is named yet"
+            raise CommandError(usage, f"no snapshot is named {args[0]!r} ({known})")
+        return await self._restore([named.id])
 
     async def _list(self, args: list[str]) -> str:
         self._no_args(self.context["list"], args)

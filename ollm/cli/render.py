@@ -154,7 +154,7 @@ def snapshot_list(snapshots: Sequence[SnapshotMeta], problems: Sequence[str], no
         return "no snapshots yet; `/context snapshot` saves one"
     lines = [
         f"{i:>3}. {m.id:<8} {m.reason:<15} {ago(now - m.created_at):>9}  "
-        f"{m.tokens:,} tokens, {m.messages} messages"
+        f"{m.tokens:,} tokens, {m.messages} messages" + (f"  {m.name!r}" if m.name else "")
         for i, m in enumerate(snapshots, start=1)
     ]
     lines += [f"  ! {p}" for p in problems]

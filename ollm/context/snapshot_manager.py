@@ -63,15 +63,19 @@ def to_prune(
     snapshots: Sequence[SnapshotMeta], policy: RetentionPolicy, just_made: str, now: float
 ) -> list[str]:
     """The snapshots the rolling cleanup deletes: all but the newest `keep`, and those older
-    than `max_age_days` when set; never the one just made."""
+    than `max_age_days` when set; never the one just made, nor one the user named (`/save
+    NAME`) unless the one just made took its name over."""
     newest_first = sorted(snapshots, key=lambda m: (m.created_at, m.id), reverse=True)
-    others = [m for m in newest_first if m.id != just_made]
-    keep = max(0, policy.keep - 1)  # the one just made counts towards the N kept
+    made = next((m for m in newest_first if m.id == just_made), None)
+    renamed = [m.id for m in newest_first if made and made.name and m.name == made.name]
+    others = [m for m in newest_first if m.id != just_made and not m.name]
+    # The one just made counts towards the N kept, unless it is named (outside the count).
+    keep = policy.keep if made and made.name else max(0, policy.keep - 1)
     doomed = [m.id for m in others[keep:]]
     if policy.max_age_days > 0:
         cutoff = now - policy.max_age_days * DAY
         doomed += [m.id for m in others[:keep] if m.created_at < cutoff]
-    return doomed
+    return doomed + [i for i in renamed if i != just_made]
 
 
 Followed = (
@@ -131,8 +135,8 @@ class SnapshotManagerActor(Actor[Followed]):
                 self.num_ctx = num_ctx
             case UsageChanged(used_tokens=used):
                 self.used = used
-            case SnapshotRequested(reason=reason, ref=ref):
-                await self.create(ctx, reason, ref)
+            case SnapshotRequested(reason=reason, ref=ref, name=name):
+                await self.create(ctx, reason, ref, name)
             case RestoreRequested(snapshot_id=wanted):
                 await self.restore(ctx, wanted)
             case DeleteRequested(snapshot_id=wanted):
@@ -140,7 +144,9 @@ class SnapshotManagerActor(Actor[Followed]):
             case _:
                 self.conversation.apply(event)
 
-    async def create(self, ctx: Context, reason: SnapshotReason, ref: str = "") -> bool:
+    async def create(
+        self, ctx: Context, reason: SnapshotReason, ref: str = "", name: str = ""
+    ) -> bool:
         """Save the conversation as it stands; whether it was saved."""
         if not self.enabled and reason != "manual":
             if reason in ("emergency", "pre-compression"):
@@ -161,6 +167,7 @@ class SnapshotManagerActor(Actor[Followed]):
             messages=len(state.messages),
             compression_ratio=1.0,
             reason=reason,
+            name=name,
         )
         candidate = blake3(ctx.ids.new_id().encode()).hexdigest()
         tokens = tuple(message_tokens(m) for m in state.messages)
@@ -188,11 +195,13 @@ class SnapshotManagerActor(Actor[Followed]):
                 messages=saved.messages,
                 ref=ref,
                 pruned=tuple(pruned),
+                name=name,
             )
         )
         size = f"{saved.tokens} tokens, {len(messages)} messages"
+        named = f" as {name!r}" if name else ""
         await ctx.publish(
-            UserNotified(level="info", text=f"snapshot {saved.id} saved ({reason}, {size})")
+            UserNotified(level="info", text=f"snapshot {saved.id} saved{named} ({reason}, {size})")
         )
         return True
 

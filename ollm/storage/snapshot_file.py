@@ -41,6 +41,8 @@ class SnapshotMeta(msgspec.Struct, frozen=True, kw_only=True):
     """Compressed payload size / uncompressed size."""
     reason: SnapshotReason
     codec: Literal["zstd"] = "zstd"
+    name: str = ""
+    """The user's name for it (`/save NAME`); empty for most."""
     payload_bytes: int = 0
     raw_bytes: int = 0
 

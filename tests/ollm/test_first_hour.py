@@ -346,3 +346,42 @@ def test_set_system_changes_the_system_prompt_from_the_next_request_and_it_lasts
     session = result.stderr.split("continue it with `ollm --resume ")[1].split("`")[0]
     checked = ollm("replay", session, "--check")
     assert checked.returncode == 0 and "replay matches" in checked.stdout, checked.stderr
+
+
+def test_save_and_load_name_snapshots_that_the_rolling_cleanup_keeps(server, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("context:\n  snapshots:\n    maxCount: 1\n")
+    lines = [
+        "first",
+        "/save keep",
+        "second",
+        "/save draft",
+        "third",
+        "/context snapshot",
+        "fourth",
+        "/context snapshot",
+        "/save draft",
+        "/context list",
+        "/load nope",
+        "/load keep",
+        "after",
+        "/load draft",
+        "last",
+    ]
+    stdin = "".join(f"{line}\n" for line in lines)
+    result = ollm("--config", str(config), "--host", server.url, "-m", "llama3.1:8b", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    listed = [line for line in result.stdout.splitlines() if line[:4].strip(" .").isdigit()]
+    assert len(listed) == 3, listed  # keep, the new draft, and one unnamed (maxCount 1)
+    assert sum("'keep'" in line for line in listed) == 1
+    assert sum("'draft'" in line for line in listed) == 1
+    assert "no snapshot is named 'nope' (this session has draft, keep)" in result.stdout
+    users = [
+        [m["content"] for m in c["messages"] if m["role"] == "user"]
+        for c in server.chats()
+        if c["messages"]
+    ]
+    assert users[-2] == ["first", "after"], "keep survived four later snapshots"
+    assert users[-1] == ["first", "second", "third", "fourth", "last"], (
+        "draft is the second one saved with that name"
+    )
