@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -361,28 +361,53 @@ def _fit(args: argparse.Namespace) -> int:
     )
 
 
-def unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
-    """The first word of `argv` that looks like an option the chat does not have ("" when
-    none), before any command: argparse would otherwise take the option's value for a
-    command ("invalid choice: 'sys'") and never name the option."""
+class Words(NamedTuple):
+    """A command line as the chat reads it, before argparse."""
+
+    unknown: str
+    """The first word that looks like an option the chat does not have ("" when none)."""
+    options: list[str]
+    """The words argparse reads: options with their values, a command and its words."""
+    prompt: list[str]
+    """A prompt given as words (`ollm "why is the sky blue" -m llama3.1:8b`)."""
+
+
+def read_words(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Words:
+    """Options (anywhere) apart from the words of a prompt, unless the first plain word is a
+    command. Read before argparse, which would take an unknown option's value, or a prompt's
+    first word, for a command ("invalid choice: 'sys'") and never name the option."""
     actions = {o: a for a in parser._actions for o in a.option_strings}
     commands = next(
         (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {}
     )
-    words = iter(argv)
-    for word in words:
-        if word in (commands or {}) or word == "--":
-            return ""
+    options: list[str] = []
+    prompt: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            return Words("", options, prompt + list(argv[index + 1 :]))
         if not word.startswith("-") or word == "-" or re.fullmatch(r"-\d+", word):
+            if not prompt and word in (commands or {}):
+                return Words("", list(argv), [])
+            prompt.append(word)
+            index += 1
             continue
         name = word.split("=", 1)[0]
         action = actions.get(name)
         if action is None:
-            return name
-        if "=" not in word and action.const is None:
-            for _ in range(action.nargs if isinstance(action.nargs, int) else 1):
-                next(words, None)  # its values
-    return ""
+            return Words(name, [], [])
+        taken = 0
+        if "=" in word:
+            pass
+        elif action.nargs == "?":  # as argparse reads it: the next word, unless an option
+            following = argv[index + 1] if index + 1 < len(argv) else "-"
+            taken = 0 if following.startswith("-") else 1
+        elif action.const is None:
+            taken = action.nargs if isinstance(action.nargs, int) else 1
+        options += argv[index : index + 1 + taken]
+        index += 1 + taken
+    return Words("", options, prompt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -392,10 +417,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         argcomplete.autocomplete(parser)
     words = sys.argv[1:] if argv is None else list(argv)
-    unknown = unknown_option(parser, words)
-    if unknown:
-        return _fail(f"{unknown} is not an option of ollm; `ollm --help` lists them", EXIT_USAGE)
-    args = parser.parse_args(words)
+    found = read_words(parser, words)
+    if found.unknown:
+        return _fail(
+            f"{found.unknown} is not an option of ollm; `ollm --help` lists them", EXIT_USAGE
+        )
+    args = parser.parse_args(found.options)
+    if found.prompt:
+        if args.prompt is not None:
+            return _fail("give the prompt once: as words, or with -p, not both", EXIT_USAGE)
+        args.prompt = " ".join(found.prompt)
     try:
         if args.command == "replay":
             return _replay(args.log, args.check, args.events)

@@ -339,7 +339,7 @@ def test_set_system_changes_the_system_prompt_from_the_next_request_and_it_lasts
     ], "set, removed, then restored with the snapshot that held it"
     assert "the system prompt is set (" in result.stdout
     assert "the system prompt is removed" in result.stdout
-    assert 'give the text, e.g. /set system Answer briefly.' in result.stdout
+    assert "give the text, e.g. /set system Answer briefly." in result.stdout
     resumed = ollm("-c", "-p", "five", "--host", server.url)
     assert resumed.returncode == 0, resumed.stderr
     assert _systems(server.chats()[-1]) == ["Answer in French."], "the log keeps it"
@@ -385,3 +385,26 @@ def test_save_and_load_name_snapshots_that_the_rolling_cleanup_keeps(server, tmp
     assert users[-1] == ["first", "second", "third", "fourth", "last"], (
         "draft is the second one saved with that name"
     )
+
+
+def _last_user(server):
+    return [m["content"] for m in server.chats()[-1]["messages"] if m["role"] == "user"][-1]
+
+
+def test_a_prompt_given_as_words_is_a_one_shot_with_options_anywhere(server):
+    result = ollm("why is", "the sky blue", "-m", "llama3.1:8b", "--host", server.url)
+    assert result.returncode == 0, result.stderr
+    assert _last_user(server) == "why is the sky blue"
+    assert result.stdout.startswith("You said"), "the answer, on stdout, as -p prints it"
+    word = ollm("--host", server.url, "-m", "llama3.1:8b", "--", "models")
+    assert word.returncode == 0, word.stderr
+    assert _last_user(server) == "models", "after --, a command's name is a prompt"
+    resumed = ollm("--resume", "-m", "llama3.1:8b", "--host", server.url, "more")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [m["content"] for m in server.chats()[-1]["messages"] if m["role"] == "user"] == [
+        "models",
+        "more",
+    ]
+    twice = ollm("-p", "one", "two", "--host", server.url)
+    assert twice.returncode == 2
+    assert twice.stderr == "ollm: give the prompt once: as words, or with -p, not both\n"
