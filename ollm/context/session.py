@@ -69,6 +69,17 @@ from ..profiles import runner_options
 from .memory_guard import DropFirst, GuardPolicy, Refuse, Send, before_send
 from .recovery import GiveUp, RetryShorter, RetrySmaller, after_failure
 
+LOADS_ON_SEND: tuple[FailureKind, ...] = (
+    "server_error",
+    "connection_reset",
+    "timeout",
+    "stream_error",
+    "malformed_reply",
+)
+"""A warm-up that failed so may have met a passing fault: the chat request loads the model
+itself, so a waiting message goes out once all the same (any other failure, such as a
+missing model or no server, would only fail again)."""
+
 
 @dataclass(frozen=True)
 class SessionPolicy:
@@ -336,11 +347,27 @@ class SessionActor(Actor[Accepted]):
             return
         self.loaded = True
         phase = self.phase
+        retry = isinstance(event, ModelLoadFailed) and event.failure in LOADS_ON_SEND
         if not isinstance(phase, AwaitingModel):
+            if retry:
+                await self._tell(
+                    ctx,
+                    "info",
+                    f"{event.model} did not load; the next message tries again (Ollama "
+                    "loads the model for it)",
+                )
             await self._next(ctx)
-        elif isinstance(event, ModelLoadFailed):
+        elif isinstance(event, ModelLoadFailed) and not retry:
             await self._unanswered(ctx, phase.turn, event.message, causation=phase.cause)
         else:
+            if retry:
+                await self._tell(
+                    ctx,
+                    "info",
+                    f"{event.model} did not load; retrying once: your message goes out now, "
+                    "and Ollama loads the model for it",
+                    causation=phase.cause,
+                )
             await self._try_send(ctx, phase.turn, phase.cause)
 
     # --- the send path ----------------------------------------------------------------------

@@ -67,10 +67,12 @@ Fault = Literal[
     "escape_error",
     "huge_counts",
     "negative_counts",
+    "load_crash",
 ]
 """Each a way a request can go wrong; the last five are hostile: an error body nested
 200,000 deep (as a JSON string, and as arrays mid-stream), terminal escapes in an error, and
-counts no model can produce in the final chunk."""
+counts no model can produce in the final chunk. `load_crash` fails the next warm-up (a request
+with no messages) as a runner that died while loading does: HTTP 500."""
 
 NESTING = 200_000
 ESCAPES = "boom \x1b[2J\x1b]0;TITLE\x07\x1b]52;c;cm0gLXJmIH4=\x07\x9b31m\rDONE"
@@ -552,7 +554,11 @@ class OllamaTestServer:
         if model is not None and data.get(RENDER_ONLY) is True:
             await self._render_only(model, messages, data, send)
             return
-        fault = self.faults.popleft() if messages and self.faults else None
+        warm_up = not messages and self.faults and self.faults[0] == "load_crash"
+        fault = self.faults.popleft() if (messages or warm_up) and self.faults else None
+        if fault == "load_crash":
+            await send.json(500, {"error": "llama runner process has terminated: exit status 2"})
+            return
         if model is None or fault == "not_found":
             await send.json(404, {"error": f"model '{data.get('model')}' not found"})
             return

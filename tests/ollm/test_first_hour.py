@@ -408,3 +408,26 @@ def test_a_prompt_given_as_words_is_a_one_shot_with_options_anywhere(server):
     twice = ollm("-p", "one", "two", "--host", server.url)
     assert twice.returncode == 2
     assert twice.stderr == "ollm: give the prompt once: as words, or with -p, not both\n"
+
+
+def test_a_warm_up_that_failed_says_it_tries_again_and_the_message_goes_out(server):
+    server.fault("load_crash")
+    result = ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("You said 5 characters.")
+    assert "llama runner process has terminated" in result.stderr
+    assert "Ollama loads the model for it" in result.stderr, "it says what it does next"
+    assert _last_user(server) == "hello"
+    server.fault("load_crash")
+    repl = ollm("--host", server.url, "-m", "llama3.1:8b", stdin="hi\n")
+    assert repl.returncode == 0, repl.stderr
+    assert "Ollama loads the model for it" in repl.stderr
+    assert repl.stdout.startswith("You said 2 characters.")
+
+
+def test_a_busy_server_leaves_the_message_unanswered_and_says_so_once(server):
+    server.fault("busy")
+    result = ollm("-p", "hello", "--host", server.url, "-m", "llama3.1:8b")
+    assert result.returncode != 0
+    assert result.stderr.count("your message is kept, marked unanswered") == 1
+    assert "retrying" not in result.stderr, "a busy chat request is not retried"
