@@ -377,6 +377,8 @@ class MessageUnanswered(Event, frozen=True, kw_only=True, tag="message.unanswere
     """The user stopped the reply (Ctrl-C)."""
     failure: FailureKind | None = None
     """The failure of the request that left it unanswered, when one failed."""
+    withdrawn: bool = False
+    """Refused as too large for any request: taken out of the context (the log keeps it)."""
 
 
 class ChatRequested(Event, frozen=True, kw_only=True, tag="chat.requested"):

@@ -133,12 +133,12 @@ class ConsoleActor(Actor[Shown]):
                     self.out.flush()
                 self.open_line = False
             case MessageUnanswered(reason=reason, cancelled=cancelled):
-                self.notice(
-                    "reply cancelled; your message is kept"
-                    if cancelled
-                    else f"{reason} (your message is kept, marked unanswered)",
-                    "info" if cancelled else "error",
-                )
+                if cancelled:
+                    self.notice("reply cancelled; your message is kept", "info")
+                elif event.withdrawn:
+                    self.notice(f"{reason} (it was not sent; the session's log keeps it)", "error")
+                else:
+                    self.notice(f"{reason} (your message is kept, marked unanswered)", "error")
             case UserNotified(level=level, text=text):
                 self.notice(f"warning: {text}" if level == "warning" else text, level)
             case ModelSelected(warning=warning) if warning:

@@ -29,17 +29,24 @@ from actors import Actor, Context, Event
 from ..config import ContextSettings
 from ..conversation import Conversation, oldest_turns_to_drop, turns
 from ..events import (
+    CompressionCompleted,
     CompressRequested,
+    ContextCleared,
+    ContextReduced,
     CriticalLimitHit,
     HardLimitHit,
     LowMemory,
     MemoryRecovered,
     MemorySampled,
+    MessageAdded,
+    MessageUnanswered,
     NoticeLevel,
     ResizeRequested,
     SessionOpened,
     SnapshotRequested,
+    SnapshotRestored,
     SoftLimitHit,
+    SystemPromptSet,
     UsageChanged,
     UserNotified,
 )
@@ -183,6 +190,27 @@ def token_shares(conversation: Conversation, used: int) -> tuple[int, int]:
     return used * newest // total, used * base // total
 
 
+def refused_tokens(policy: GuardPolicy, conversation: Conversation, used: int, num_ctx: int) -> int:
+    """The one refusal rule: the newest turn's tokens when, with what every request carries,
+    it cannot fit even alone, else 0."""
+    newest, base = token_shares(conversation, used)
+    return newest if newest + base > policy.safe_limit(num_ctx) else 0
+
+
+def awaits_refusal(
+    policy: GuardPolicy, conversation: Conversation, used: int, num_ctx: int
+) -> bool:
+    """Whether `used` counts a new message that the session will refuse and take out (the
+    newest message is the user's, and cannot fit): a figure about to be withdrawn, which the
+    thresholds must not act on."""
+    messages = conversation.messages
+    return bool(
+        messages
+        and messages[-1].role == "user"
+        and refused_tokens(policy, conversation, used, num_ctx)
+    )
+
+
 def before_send(
     policy: GuardPolicy, conversation: Conversation, used: int, num_ctx: int, *, reduced: bool
 ) -> SendDecision:
@@ -190,8 +218,8 @@ def before_send(
 
     `reduced`: the oldest turns were already taken out for this request (they go once).
     """
-    newest, base = token_shares(conversation, used)
-    if newest + base > policy.safe_limit(num_ctx):
+    newest = refused_tokens(policy, conversation, used, num_ctx)
+    if newest:
         return Refuse(newest_tokens=newest)
     if not reduced and policy.level(used, num_ctx) >= Level.HARD:
         target = threshold_tokens(policy.compress_at, num_ctx)
@@ -212,7 +240,17 @@ class GuardState:
     low_devices: set[str] = field(default_factory=set)
 
 
-def on_usage(policy: GuardPolicy, state: GuardState, usage: UsageChanged) -> list[Event]:
+def on_usage(
+    policy: GuardPolicy,
+    state: GuardState,
+    usage: UsageChanged,
+    conversation: Conversation | None = None,
+) -> list[Event]:
+    """The crossings `usage` makes; `conversation`, where given, is what it counts."""
+    if conversation is not None and awaits_refusal(
+        policy, conversation, usage.used_tokens, usage.limit_tokens
+    ):
+        return []  # the session refuses the message; the next figure is the real one
     events = policy.crossings(state.level, usage)
     state.level = policy.level(usage.used_tokens, usage.limit_tokens)
     return events
@@ -243,22 +281,52 @@ def on_memory(policy: GuardPolicy, state: GuardState, sample: MemorySampled) -> 
     return []
 
 
-class MemoryGuardActor(Actor[UsageChanged | MemorySampled | SessionOpened]):
-    accepts = (UsageChanged, MemorySampled, SessionOpened)
+Followed = (
+    UsageChanged
+    | MemorySampled
+    | SessionOpened
+    | MessageAdded
+    | MessageUnanswered
+    | ContextReduced
+    | ContextCleared
+    | CompressionCompleted
+    | SnapshotRestored
+    | SystemPromptSet
+)
+
+
+class MemoryGuardActor(Actor[Followed]):
+    accepts = (
+        UsageChanged,
+        MemorySampled,
+        SessionOpened,
+        MessageAdded,
+        MessageUnanswered,
+        ContextReduced,
+        ContextCleared,
+        CompressionCompleted,
+        SnapshotRestored,
+        SystemPromptSet,
+    )
 
     def __init__(self, policy: GuardPolicy) -> None:
         self.policy = policy
         self.state = GuardState()
+        self.conversation = Conversation()
+        """Followed for the one refusal rule (`awaits_refusal`)."""
 
-    async def handle(
-        self, event: UsageChanged | MemorySampled | SessionOpened, ctx: Context
-    ) -> None:
+    async def handle(self, event: Followed, ctx: Context) -> None:
         if isinstance(event, SessionOpened):
             self.state = GuardState()  # a (re)opened session starts fresh
+            self.conversation = Conversation()
+            self.conversation.apply(event)
             return
         if isinstance(event, UsageChanged):
-            out = on_usage(self.policy, self.state, event)
-        else:
+            out = on_usage(self.policy, self.state, event, self.conversation)
+        elif isinstance(event, MemorySampled):
             out = on_memory(self.policy, self.state, event)
+        else:
+            self.conversation.apply(event)
+            return
         for item in out:
             await ctx.publish(item)

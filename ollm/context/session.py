@@ -465,7 +465,7 @@ class SessionActor(Actor[Accepted]):
             causation,
         )
         overflow = replace(turn, failure="context_overflow")  # `ollm -p` exits 5
-        await self._unanswered(ctx, overflow, text, causation=causation)
+        await self._unanswered(ctx, overflow, text, withdrawn=True, causation=causation)
 
     async def _failed(self, ctx: Context, turn: Turn, failure: ReplyFailed) -> None:
         turn = replace(turn, failure=failure.failure)
@@ -489,6 +489,7 @@ class SessionActor(Actor[Accepted]):
         reason: str,
         *,
         cancelled: bool = False,
+        withdrawn: bool = False,
         causation: int | None = None,
     ) -> None:
         self.phase = Idle()
@@ -497,6 +498,7 @@ class SessionActor(Actor[Accepted]):
             reason=reason,
             cancelled=cancelled,
             failure=turn.failure,
+            withdrawn=withdrawn,
         )
         await self._emit(ctx, unanswered, causation)
         await self._next(ctx)

@@ -431,3 +431,30 @@ def test_a_busy_server_leaves_the_message_unanswered_and_says_so_once(server):
     assert result.returncode != 0
     assert result.stderr.count("your message is kept, marked unanswered") == 1
     assert "retrying" not in result.stderr, "a busy chat request is not retried"
+
+
+def test_a_refused_message_prints_one_sentence_and_no_stale_usage_notice(server):
+    big = "word " * 10_000  # 50 KB: about 9,600 tokens for a 3482-token context
+    lines = []
+    for n in range(20):
+        lines += [f"small {n}", big]
+    lines.append("after")
+    result = ollm(
+        "--host",
+        server.url,
+        "-m",
+        "llama3.1:8b",
+        "--context-size",
+        "4096",
+        stdin="".join(f"{line}\n" for line in lines),
+    )
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if line.startswith("ollm: ")]
+    refusals = [n for n in notices if "too large for the 3482-token context" in n]
+    assert len(refusals) == 20
+    assert all(n.endswith("(it was not sent; the session's log keeps it)") for n in refusals)
+    for stale in ("% full", "emergency", "snapshot", "oldest messages were taken out"):
+        assert not [n for n in notices if stale in n], stale
+    sent = [c for c in server.chats() if c["messages"]]
+    assert all(len(m["content"]) < 1000 for c in sent for m in c["messages"])
+    assert _last_user(server) == "after"
