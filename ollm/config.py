@@ -114,6 +114,23 @@ def default_config_path() -> Path:
     return config_dir() / "config.yaml"
 
 
+def private_dir(path: Path, inside: Path | None = None) -> Path:
+    """Create `path` (and missing parents) readable by the user only (0700).
+
+    Raises:
+        OSError: it cannot be created, or it (or a directory between `inside` and it) is
+            a symbolic link: nothing follows a link out of ollm's directories.
+    """
+    for parent in reversed([path, *path.parents]):
+        mine = parent == path or (inside is not None and inside in parent.parents)
+        if mine and parent.is_symlink():
+            raise OSError(f"{parent} is a symbolic link; ollm does not follow links; remove it")
+        if not parent.exists():
+            parent.mkdir(mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
 def data_home() -> Path:
     """`OLLM_HOME`, else the platform's user data directory."""
     home = os.environ.get("OLLM_HOME")

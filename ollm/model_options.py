@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .events import ModelOption
+if TYPE_CHECKING:
+    from .events import ModelOption
 
 WHOLE = ("num_keep", "seed", "top_k", "repeat_last_n")
 NUMBER = (
@@ -91,6 +92,9 @@ def _number(value: Any) -> float | None:
 
 def model_options(options: Mapping[str, Any]) -> tuple[ModelOption, ...]:
     """The options as a request carries them, sorted by name (already `checked`)."""
+    from .events import ModelOption  # not at import: the config reads this module, and the
+    # prompt draws before the events (and the actors under them) are imported
+
     return tuple(
         ModelOption(name=name, value=tuple(value) if isinstance(value, list) else value)
         for name, value in sorted(options.items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
@@ -25,6 +26,8 @@ from ..live import (
 )
 from .console import ConsoleActor, Printed
 from .exits import exit_status, turn_status
+from .render import toolbar
+from .terminal import Terminal, is_terminal, terminal
 
 HELP = (
     "Type a message and press Enter (Esc then Enter for a new line). /help lists the "
@@ -113,18 +116,29 @@ async def run_repl(
     *,
     prompt_input: Any = None,
     prompt_output: Any = None,
+    term: Terminal | None = None,
 ) -> int:
-    """Chat until Ctrl-D or /quit. A failed reply is reported and the REPL goes on."""
-    from .repl import run_loop
+    """Chat until Ctrl-D or /quit. A failed reply is reported and the REPL goes on.
+
+    On a terminal (or with `prompt_input`), the prompt is drawn before the session opens
+    (`term`, when the caller drew it already); on a pipe, plain lines are read."""
+    from .repl import run_loop, wall_clock
+
+    interactive = prompt_input is not None or (is_terminal(sys.stdin) and is_terminal(sys.stdout))
+    if term is None and interactive:
+        async with terminal(settings, prompt_input, prompt_output) as drawn:
+            return await run_repl(settings, start, out, err, term=drawn)
 
     async def chat(live: LiveSession, turn: Turn) -> int:
+        if term is not None:
+            term.toolbar.live = lambda: toolbar(live.status, wall_clock())
         err.write(f"ollm: {live.model}, num_ctx {live.num_ctx}, session {live.session_id}\n")
         recap = last_turns(live)
         if recap:
             out.write(recap + "\n")
         err.write(f"{HELP}\n")
         err.flush()
-        await run_loop(live, turn, out, prompt_input=prompt_input, prompt_output=prompt_output)
+        await run_loop(live, turn, out, term)
         err.write(f"ollm: session saved; continue it with `ollm --resume {live.session_id}`\n")
         return 0
 

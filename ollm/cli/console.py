@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TextIO
 
 import anyio
@@ -21,29 +20,6 @@ from ..events import (
     UserNotified,
 )
 from .render import learned_text
-from .safe import coloured, safe
-
-
-class CurrentStream:
-    """Writes to whatever `sys.stdout`/`sys.stderr` is at the moment of writing, so output
-    goes through prompt-toolkit's `patch_stdout` proxy (above the prompt) while one is active;
-    always made safe for the terminal (`safe`)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def write(self, text: str) -> int:
-        stream: TextIO = getattr(sys, self.name)
-        return stream.write(safe(text))
-
-    def write_notice(self, text: str, level: str) -> int:
-        """One notice, coloured by `level` where the stream is a terminal."""
-        stream: TextIO = getattr(sys, self.name)
-        return stream.write(coloured(stream, text, level))
-
-    def flush(self) -> None:
-        stream: TextIO = getattr(sys, self.name)
-        stream.flush()
 
 
 class Printed:

@@ -311,26 +311,34 @@ def _flags(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from .chat import Start, run_oneshot, run_repl
-    from .console import CurrentStream
+    from .safe import CurrentStream
+    from .terminal import is_terminal, run_terminal
 
     try:
         settings = load_settings(args.config, flags=_flags(args))
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    start = Start(model=args.model, size=args.context_size, resume=args.resume)
+    asked = {"model": args.model, "size": args.context_size, "resume": args.resume}
     out: Any = SafeStream(sys.stdout)
     err: Any = SafeStream(sys.stderr)
     try:
+        if is_terminal(sys.stdin) and is_terminal(sys.stdout) and args.prompt is None:
+            # The prompt first; the session (and most of ollm's imports) behind it.
+            live_out: Any = CurrentStream("stdout")
+            live_err: Any = CurrentStream("stderr")
+            return anyio.run(run_terminal, settings, asked, live_out, live_err, backend="asyncio")
+        from .chat import Start, run_oneshot, run_repl
+
+        start = Start(**asked)
         if args.prompt is not None:
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
             if not prompt.strip():
                 return _fail("the prompt is empty; give text to -p, or pipe it to `-p -`", 2)
             return anyio.run(run_oneshot, settings, prompt, start, out, err, backend="asyncio")
-        # Through the current sys.stdout/stderr, so that prints land above the prompt.
-        live_out: Any = CurrentStream("stdout")
-        live_err: Any = CurrentStream("stderr")
-        return anyio.run(run_repl, settings, start, live_out, live_err, backend="asyncio")
+        # Through the current sys.stdout/stderr, as on a terminal.
+        plain_out: Any = CurrentStream("stdout")
+        plain_err: Any = CurrentStream("stderr")
+        return anyio.run(run_repl, settings, start, plain_out, plain_err, backend="asyncio")
     except KeyboardInterrupt:
         return EXIT_CANCELLED
 

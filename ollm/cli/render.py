@@ -83,6 +83,8 @@ def toolbar(status: Status, now: float) -> str:
     if memory is not None:
         gpu, used, total = memory
         parts.append(f"{'VRAM' if gpu else 'RAM'} {format_bytes_of(used, total)}")
+    if status.warming:
+        parts.append("warming up the model…")
     if status.compressing_since is not None:
         elapsed = max(0.0, now - status.compressing_since)
         parts.append(f"{SPINNER[int(elapsed * 8) % len(SPINNER)]} compressing {elapsed:.0f}s")

@@ -9,7 +9,6 @@ session, as Ctrl-D does); Esc then Enter adds a line; `NO_COLOR` is respected.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -18,13 +17,12 @@ from typing import Any, TextIO
 import anyio
 from prompt_toolkit.completion import Completer, Completion
 
-from ..live import LiveSession, Outcome, history_file
+from ..live import LiveSession, Outcome
 from .commands import Commands, Quit
-from .render import toolbar
+from .terminal import PROMPT, Terminal
 
 Read = Callable[[str], Awaitable[str]]
 Turn = Callable[[str], Awaitable[Outcome]]
-PROMPT = "> "
 
 
 def wall_clock() -> float:
@@ -66,29 +64,13 @@ class _Completer(Completer):
                 yield Completion(option, start_position=-len(current))
 
 
-def is_terminal(stream: TextIO) -> bool:
-    try:
-        return os.isatty(stream.fileno())
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-async def run_loop(
-    live: LiveSession,
-    turn: Turn,
-    out: TextIO,
-    *,
-    prompt_input: Any = None,
-    prompt_output: Any = None,
-) -> None:
-    """Read and act until the user quits; a failed reply is reported and the loop goes on."""
-    interactive = prompt_input is not None or (is_terminal(sys.stdin) and is_terminal(sys.stdout))
-    if interactive:
-        models = await live.installed_models()
-        session = _prompt_session(live, prompt_input, prompt_output)
-        read: Read = lambda text: _read_terminal(session, text)  # noqa: E731
+async def run_loop(live: LiveSession, turn: Turn, out: TextIO, term: Terminal | None) -> None:
+    """Read and act until the user quits; a failed reply is reported and the loop goes on.
+    `term`: the terminal's prompt (None: plain lines from standard input)."""
+    if term is not None:
+        read: Read = term.read
         commands = Commands(live, read, wall_clock)
-        session.completer = _Completer(commands, live, models)
+        term.session.completer = _Completer(commands, live, await live.installed_models())
     else:
         read = _read_line
         commands = Commands(live, read, wall_clock)
@@ -135,55 +117,6 @@ async def _quoted(read: Read, first: str) -> str:
         except EOFError:
             break
     return "\n".join(lines).strip("\n")
-
-
-def _prompt_session(live: LiveSession, prompt_input: Any, prompt_output: Any) -> Any:
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
-    from prompt_toolkit.key_binding import KeyBindings
-    from prompt_toolkit.output import ColorDepth
-
-    bindings = KeyBindings()
-
-    @bindings.add("escape", "enter")
-    def _(event: Any) -> None:
-        """Esc then Enter: a new line in the message."""
-        event.current_buffer.insert_text("\n")
-
-    @bindings.add("c-c")
-    def _interrupt(event: Any) -> None:
-        """Ctrl-C clears what is typed; on an empty line it ends the session."""
-        buffer = event.current_buffer
-        if buffer.text:
-            buffer.reset()
-        else:
-            event.app.exit(exception=EOFError())
-
-    history: Any
-    try:
-        history = FileHistory(str(history_file()))
-    except OSError:
-        history = InMemoryHistory()
-    no_color = bool(os.environ.get("NO_COLOR"))
-    return PromptSession(
-        history=history,
-        key_bindings=bindings,
-        bottom_toolbar=lambda: toolbar(live.status, wall_clock()),
-        refresh_interval=0.5,
-        complete_while_typing=True,
-        color_depth=ColorDepth.MONOCHROME if no_color else None,
-        input=prompt_input,
-        output=prompt_output,
-    )
-
-
-async def _read_terminal(session: Any, text: str) -> str:
-    from prompt_toolkit.patch_stdout import patch_stdout
-
-    # raw: notices keep their colour; everything printed is made safe before (`cli.safe`).
-    with patch_stdout(raw=True):
-        result: str = await session.prompt_async(text)
-    return result
 
 
 async def _read_line(text: str) -> str:

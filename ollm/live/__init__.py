@@ -18,7 +18,6 @@ from ._fit_facts import installed_models as installed_models
 from ._live_session import LiveError as LiveError
 from ._live_session import LiveSession as LiveSession
 from ._live_session import Outcome as Outcome
-from ._live_session import history_file as history_file
 from ._preview import NextRequest as NextRequest
 from ._records import RecordsError as RecordsError
 from ._records import SessionRow as SessionRow
@@ -54,7 +53,6 @@ __all__ = (
     "check_session",
     "export_session",
     "gather_fit",
-    "history_file",
     "installed_models",
     "keep_unsent",
     "open_live_session",

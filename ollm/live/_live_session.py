@@ -9,14 +9,13 @@ never reaches the actors, the provider, the storage or the probes itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
 
 from actors import ActorCrashed, Envelope, Recorder, Runtime
 
-from ..config import Settings, state_dir
+from ..config import Settings
 from ..events import (
     CancelRequested,
     FailureKind,
@@ -30,7 +29,6 @@ from ..events import (
 from ..profiles import Profiles
 from ..providers.ollama import OllamaClient, ProviderError
 from ..server_setup import ServerSetup
-from ..storage.session_files import private_dir
 from ..storage.store import IdError, Listing, SnapshotView
 from ._preview import NextRequest, next_request
 from ._requests import Requests, Until
@@ -271,12 +269,3 @@ class LiveSession:
             )
         except SelectionError as exc:
             raise LiveError(str(exc)) from None
-
-
-def history_file() -> Path:
-    """Where the REPL keeps its input history (private to the user).
-
-    Raises:
-        OSError: the state directory cannot be created.
-    """
-    return private_dir(state_dir()) / "history"

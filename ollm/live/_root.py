@@ -29,7 +29,7 @@ from actors import (
     open_runtime,
 )
 
-from ..config import Settings, config_dir, data_home
+from ..config import Settings, config_dir, data_home, private_dir
 from ..context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..conversation import resumed
@@ -64,7 +64,7 @@ from ..storage.journal import (
     stream_session,
     told_keys,
 )
-from ..storage.session_files import legacy_log, new_session_id, private_dir, sessions_root
+from ..storage.session_files import legacy_log, new_session_id, sessions_root
 from ..storage.store import SnapshotStore, SnapshotView
 from ._live_session import LiveSession
 from ._requests import Requests

@@ -23,6 +23,7 @@ from ..events import (
     MemorySampled,
     MemorySourceChanged,
     ModelLoaded,
+    ModelLoadFailed,
     ModelMemory,
     ModelSelected,
     ServerInfo,
@@ -55,6 +56,8 @@ class Status:
     compressions: list[CompressionCompleted | CompressionFailed] = field(default_factory=list)
     server_version: str = ""
     last_chat: ChatRequested | None = None
+    warming: bool = False
+    """A size was chosen and the model is loading with it (the toolbar says so)."""
 
     def apply(self, envelope: Envelope[Any]) -> None:
         event = envelope.event
@@ -63,7 +66,7 @@ class Status:
             case ModelSelected():
                 self.selected = event
             case ContextSizeChosen():
-                self.chosen = event
+                self.chosen, self.warming = event, True
             case KvTypeLearned() if self.selected and self.selected.model == event.model:
                 self.selected = replace(
                     self.selected, kv_cache_type=event.kv_cache_type, kv_source=event.source
@@ -77,7 +80,10 @@ class Status:
                 self.devices[event.device] = event
             case MemorySourceChanged(source=source):
                 self.memory_source = source
+            case ModelLoadFailed():
+                self.warming = False
             case ModelLoaded() | ModelMemory():
+                self.warming = self.warming and isinstance(event, ModelMemory)
                 self.model_size, self.model_vram = event.size_bytes, event.size_vram_bytes
                 self.loaded_context = event.context_length
             case SnapshotCreated(snapshot_id=snapshot_id, pruned=pruned):

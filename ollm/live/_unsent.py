@@ -7,9 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..config import data_home
+from ..config import data_home, private_dir
 from ..storage.atomic import StorageError, write_atomic
-from ..storage.session_files import private_dir
 
 
 def keep_unsent(text: str, now: float) -> Path | None:

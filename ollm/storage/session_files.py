@@ -17,23 +17,6 @@ def new_session_id(now: float) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
-def private_dir(path: Path, inside: Path | None = None) -> Path:
-    """Create `path` (and missing parents) readable by the user only (0700).
-
-    Raises:
-        OSError: it cannot be created, or it (or a directory between `inside` and it) is
-            a symbolic link: nothing follows a link out of ollm's directories.
-    """
-    for parent in reversed([path, *path.parents]):
-        mine = parent == path or (inside is not None and inside in parent.parents)
-        if mine and parent.is_symlink():
-            raise OSError(f"{parent} is a symbolic link; ollm does not follow links; remove it")
-        if not parent.exists():
-            parent.mkdir(mode=0o700)
-    path.chmod(0o700)
-    return path
-
-
 LEGACY_LOG = "events.jsonl"
 """What ollm recorded a session as before the journal."""
 

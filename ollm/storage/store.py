@@ -23,8 +23,8 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from ..config import private_dir
 from .atomic import StorageError, remove_stale_temporaries, write_atomic
-from .session_files import private_dir
 from .snapshot_file import SnapshotError, SnapshotMeta, SnapshotState, decode, encode, read_meta
 
 SUFFIX = ".snap"

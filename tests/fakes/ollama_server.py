@@ -397,6 +397,9 @@ class OllamaTestServer:
     """How `_debug_render_only` is answered: 200 with the prompt, or this error status."""
     busy: anyio.Lock = field(default_factory=anyio.Lock)
     """One request runs at a time (Ollama's default `OLLAMA_NUM_PARALLEL=1`); others wait."""
+    holds: dict[str, anyio.Event] = field(default_factory=dict)
+    """Paths whose requests wait until released (`POST /_test/hold`, `/_test/release`): a
+    server slow to answer, held exactly as long as a test needs."""
 
     def __post_init__(self) -> None:
         if self.engine is None:
@@ -443,6 +446,9 @@ class OllamaTestServer:
         record = Recorded(method, path, data)
         if not path.startswith("/_test/"):
             self.requests.append(record)
+        gate = self.holds.get(path)
+        if gate is not None:
+            await gate.wait()
         try:
             await self._route(method, path, data, send, record)
         finally:
@@ -463,6 +469,14 @@ class OllamaTestServer:
         elif route == ("POST", "/api/chat"):
             async with self.busy:
                 await self._chat(data or {}, send, record)
+        elif route == ("POST", "/_test/hold"):
+            self.holds[str((data or {}).get("path", ""))] = anyio.Event()
+            await send.json(200, {"ok": True})
+        elif route == ("POST", "/_test/release"):
+            gate = self.holds.pop(str((data or {}).get("path", "")), None)
+            if gate is not None:
+                gate.set()
+            await send.json(200, {"ok": True})
         elif route == ("POST", "/_test/fault"):
             self.fault(*(data or {}).get("faults", []))
             await send.json(200, {"ok": True})

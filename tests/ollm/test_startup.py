@@ -18,3 +18,20 @@ def test_the_chat_path_imports_nothing_heavy() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+BEHIND_THE_PROMPT = ("ollm.live", "ollm.events", "actors", "httpx", "ollm.cli.chat", "psutil")
+
+
+def test_the_prompt_path_imports_none_of_the_session_machinery():
+    """What `ollm` on a terminal imports before it draws the prompt: the rest is imported
+    behind it (`ollm.cli.terminal`), so the prompt is there at once."""
+    probe = (
+        "import sys, ollm.cli.main, ollm.cli.terminal, prompt_toolkit;"
+        "from ollm.config import load_settings; load_settings(env={});"
+        f"print(','.join(m for m in {BEHIND_THE_PROMPT!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+import httpx
 import pyte
 import pytest
 
@@ -237,4 +238,34 @@ def test_ctrl_c_clears_a_typed_line_and_on_an_empty_line_ends_the_session(termin
         assert [m["content"] for m in server.chats()[-1]["messages"]][-1] == "hello"
         term.wait_for(r"(?m)^> *$")
         term.send("C-c")  # on an empty line: the session ends, saved
+        term.wait_for(r"session saved; continue it with")
+
+
+def test_the_prompt_comes_first_and_a_line_typed_before_the_session_opens_waits(terminal):
+    with ollama_server_thread() as server:
+        httpx.post(f"{server.url}/_test/hold", json={"path": "/api/show"}, timeout=10)
+        command = f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"
+        term = terminal(command)
+        term.wait_for(r"(?m)^>")
+        term.wait_for(r"starting: connecting to Ollama at http://127\.0\.0\.1:\d+")
+        term.send("early bird", "Enter")
+        term.wait_for(r"> early bird")
+        assert server.chats() == [], "the server has not even described the model yet"
+        httpx.post(f"{server.url}/_test/release", json={"path": "/api/show"}, timeout=10)
+        term.wait_for(r"You said 10 characters")
+        term.wait_for(r"tokens \(\d+%\)")  # the session's own toolbar
+        assert [m["content"] for m in server.chats()[-1]["messages"]] == ["early bird"]
+        term.send("C-d")
+        term.wait_for(r"session saved; continue it with")
+
+
+def test_the_toolbar_says_the_model_is_warming_up_until_it_is_loaded(terminal):
+    with ollama_server_thread() as server:
+        httpx.post(f"{server.url}/_test/hold", json={"path": "/api/chat"}, timeout=10)
+        command = f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"
+        term = terminal(command)
+        term.wait_for(r"tokens \(\d+%\) │.*warming up the model…")
+        httpx.post(f"{server.url}/_test/release", json={"path": "/api/chat"}, timeout=10)
+        term.wait_for(r"(?m)tokens \(\d+%\)( │ V?RAM [^│]*)?$")  # redrawn without it
+        term.send("C-d")
         term.wait_for(r"session saved; continue it with")
