@@ -34,6 +34,20 @@ from .events import (
 )
 from .tokens import message_tokens
 
+Folded = (
+    SessionOpened
+    | MessageAdded
+    | MessageUnanswered
+    | SnapshotRestored
+    | ContextCleared
+    | CompressionCompleted
+    | ContextReduced
+    | SystemPromptSet
+    | ChatRequested
+)
+"""The events `Conversation.apply` folds in: an actor that keeps a conversation follows
+these (`typing.get_args(Folded)` for its `accepts`)."""
+
 SYSTEM_ID = "system"
 CONTEXT_ID = "context"
 PINNED_HEADER = "Pinned facts (kept verbatim from earlier in this conversation):"

@@ -23,30 +23,24 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from typing import get_args
 
 from actors import Actor, Context, Event
 
 from ..config import ContextSettings
-from ..conversation import Conversation, oldest_turns_to_drop, turns
+from ..conversation import Conversation, Folded, oldest_turns_to_drop, turns
 from ..events import (
-    CompressionCompleted,
     CompressRequested,
-    ContextCleared,
-    ContextReduced,
     CriticalLimitHit,
     HardLimitHit,
     LowMemory,
     MemoryRecovered,
     MemorySampled,
-    MessageAdded,
-    MessageUnanswered,
     NoticeLevel,
     ResizeRequested,
     SessionOpened,
     SnapshotRequested,
-    SnapshotRestored,
     SoftLimitHit,
-    SystemPromptSet,
     UsageChanged,
     UserNotified,
 )
@@ -281,33 +275,11 @@ def on_memory(policy: GuardPolicy, state: GuardState, sample: MemorySampled) -> 
     return []
 
 
-Followed = (
-    UsageChanged
-    | MemorySampled
-    | SessionOpened
-    | MessageAdded
-    | MessageUnanswered
-    | ContextReduced
-    | ContextCleared
-    | CompressionCompleted
-    | SnapshotRestored
-    | SystemPromptSet
-)
+Followed = UsageChanged | MemorySampled | Folded
 
 
 class MemoryGuardActor(Actor[Followed]):
-    accepts = (
-        UsageChanged,
-        MemorySampled,
-        SessionOpened,
-        MessageAdded,
-        MessageUnanswered,
-        ContextReduced,
-        ContextCleared,
-        CompressionCompleted,
-        SnapshotRestored,
-        SystemPromptSet,
-    )
+    accepts = (UsageChanged, MemorySampled, *get_args(Folded))
 
     def __init__(self, policy: GuardPolicy) -> None:
         self.policy = policy
