@@ -61,13 +61,21 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
 
 
-def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
+def write_model(
+    path: Path,
+    shape: Shape,
+    seed: int = 0,
+    *,
+    pre: str = "gpt-2",
+    merges: tuple[str, ...] = tuple(MERGES),
+) -> Path:
+    """A GGUF of `shape`; `pre` names llama.cpp's pre-tokenizer, `merges` the BPE merges."""
     import gguf
     import numpy as np
 
     rng = np.random.default_rng(seed)
     table = _bytes_to_unicode()
-    tokens = [table[b] for b in range(256)] + [m.replace(" ", "") for m in MERGES]
+    tokens = [table[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokens += specials
     normal = len(tokens) - len(specials)
@@ -93,10 +101,10 @@ def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
     if shape.sliding_window:
         w.add_sliding_window(shape.sliding_window)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
+    w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(MERGES)
+    w.add_token_merges(list(merges))
     w.add_bos_token_id(bos)
     w.add_eos_token_id(eos)
     w.add_add_bos_token(False)
@@ -126,9 +134,10 @@ def write_model(path: Path, shape: Shape, seed: int = 0) -> Path:
     return path
 
 
-def model_info(path: Path) -> dict[str, Any]:
+def model_info(path: Path, verbose: bool = False) -> dict[str, Any]:
     """The GGUF's key/value map as Ollama's `/api/show` presents `model_info`: without
-    `general.name` and `tokenizer.chat_template`, arrays longer than 5 elements as `[]`."""
+    `general.name` and `tokenizer.chat_template`, arrays longer than 5 elements as `[]`
+    unless `verbose` (as `"verbose": true` asks)."""
     import gguf
 
     reader = gguf.GGUFReader(str(path))
@@ -138,7 +147,8 @@ def model_info(path: Path) -> dict[str, Any]:
             continue
         kind = field.types[0] if field.types else None
         if kind == gguf.GGUFValueType.ARRAY:
-            info[name] = [_scalar(field, i) for i in field.data] if len(field.data) <= 5 else []
+            whole = verbose or len(field.data) <= 5
+            info[name] = [_scalar(field, i) for i in field.data] if whole else []
         else:
             info[name] = _scalar(field, field.data[0])
     return info

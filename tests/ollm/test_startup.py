@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("numpy", "gguf", "cyllama", "torch", "lz4")
+HEAVY = ("numpy", "gguf", "cyllama", "torch", "lz4", "tokenizers")
 
 
 def test_the_chat_path_imports_nothing_heavy() -> None:
