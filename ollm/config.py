@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import msgspec
-import platformdirs
 from blake3 import blake3
 
-from .model_options import OptionError, checked
+from .model_options import OPTIONS_KEY, OptionError, checked
+from .paths import default_config_path
 
 KeepAlive = str | int | float
 """How long Ollama keeps the model loaded after a request (`keep_alive`)."""
@@ -104,41 +104,6 @@ class Settings(_Section, frozen=True, kw_only=True):
     system_prompt: str = ""
     context: ContextSettings = ContextSettings()
     ollama: OllamaSettings = OllamaSettings()
-
-
-def config_dir() -> Path:
-    return Path(platformdirs.user_config_dir("ollm", appauthor=False))
-
-
-def default_config_path() -> Path:
-    return config_dir() / "config.yaml"
-
-
-def private_dir(path: Path, inside: Path | None = None) -> Path:
-    """Create `path` (and missing parents) readable by the user only (0700).
-
-    Raises:
-        OSError: it cannot be created, or it (or a directory between `inside` and it) is
-            a symbolic link: nothing follows a link out of ollm's directories.
-    """
-    for parent in reversed([path, *path.parents]):
-        mine = parent == path or (inside is not None and inside in parent.parents)
-        if mine and parent.is_symlink():
-            raise OSError(f"{parent} is a symbolic link; ollm does not follow links; remove it")
-        if not parent.exists():
-            parent.mkdir(mode=0o700)
-    path.chmod(0o700)
-    return path
-
-
-def data_home() -> Path:
-    """`OLLM_HOME`, else the platform's user data directory."""
-    home = os.environ.get("OLLM_HOME")
-    return Path(home).expanduser() if home else Path(platformdirs.user_data_dir("ollm", False))
-
-
-def state_dir() -> Path:
-    return Path(platformdirs.user_state_dir("ollm", appauthor=False))
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -268,10 +233,6 @@ def _flag_name(key: tuple[str, ...]) -> str:
     if key[:2] == OPTIONS_KEY:
         return f"-o {key[-1]}"
     return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", key[-1]).lower()
-
-
-OPTIONS_KEY = ("ollama", "options")
-"""Where the model options live; `-o KEY VALUE` sets `ollama.options.KEY`."""
 
 
 CONFIG_MAX_BYTES = 1 << 20

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .events import ModelOption
 
+OPTIONS_KEY = ("ollama", "options")
+"""Where the model options live in the settings; `-o KEY VALUE` sets `ollama.options.KEY`."""
 WHOLE = ("num_keep", "seed", "top_k", "repeat_last_n")
 NUMBER = (
     "temperature",

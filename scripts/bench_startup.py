@@ -35,7 +35,7 @@ from _bench import parser  # noqa: E402
 from tests.fakes.ollama_server import ollama_server_thread  # noqa: E402
 
 READY = re.compile(rb"tokens[^(]*\(\d+%\)")  # the session's toolbar: the session is open
-STARTING = b"starting: connecting to Ollama"  # the toolbar drawn with the first prompt
+STARTING = b"starting\xe2\x80\xa6"  # "starting…": the toolbar drawn with the first prompt
 CURSOR_QUERY = b"\x1b[6n"
 
 

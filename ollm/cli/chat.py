@@ -126,7 +126,8 @@ async def run_repl(
 
     interactive = prompt_input is not None or (is_terminal(sys.stdin) and is_terminal(sys.stdout))
     if term is None and interactive:
-        async with terminal(settings, prompt_input, prompt_output) as drawn:
+        async with terminal(prompt_input, prompt_output) as drawn:
+            drawn.toolbar.connecting(settings)
             return await run_repl(settings, start, out, err, term=drawn)
 
     async def chat(live: LiveSession, turn: Turn) -> int:

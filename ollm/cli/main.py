@@ -13,8 +13,7 @@ from typing import Any, NamedTuple
 import anyio
 
 from .. import __version__
-from ..config import OPTIONS_KEY, ConfigError, data_home, load_settings
-from ..model_options import TEXTS
+from ..model_options import OPTIONS_KEY, TEXTS
 from .exits import EXIT_CANCELLED, EXIT_USAGE, describe
 from .safe import SafeStream, safe
 
@@ -172,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_home() -> Path:
+    from ..paths import data_home
+
+    return data_home()
+
+
 def _fail(message: str, code: int = 1) -> int:
     sys.stderr.write(safe(f"ollm: {message}") + "\n")
     return code
@@ -187,7 +192,7 @@ def _replay(wanted: str, check: bool, events: bool) -> int:
     from .digest import digest
     from .timeline import timeline
 
-    home = data_home()
+    home = _data_home()
     if not check:
         try:
             log = session_log(home, wanted)
@@ -225,7 +230,7 @@ def _sessions(search: str) -> int:
     from ..live import RecordsError, recorded_sessions
     from .digest import sessions_table
 
-    home = data_home()
+    home = _data_home()
     try:
         rows = recorded_sessions(home, search)
     except RecordsError as exc:
@@ -241,6 +246,7 @@ def _sessions(search: str) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, load_settings
     from .fit_view import run_models
 
     flags: dict[tuple[str, ...], Any] = {("ollama", "host"): args.host} if args.host else {}
@@ -254,7 +260,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _config(path: Path | None) -> int:
-    from ..config import explain_settings, shown_host
+    from ..config import ConfigError, explain_settings, shown_host
 
     try:
         explained = explain_settings(path)
@@ -285,7 +291,7 @@ def _export(wanted: str, output: Path | None) -> int:
 
     path = output or Path(f"{wanted}.jsonl")
     try:
-        contents = export_session(data_home(), wanted, path)
+        contents = export_session(_data_home(), wanted, path)
     except RecordsError as exc:
         return _fail(str(exc))
     _say(f"wrote {len(contents.envelopes)} events to {path}; `ollm replay {path}` shows them")
@@ -314,19 +320,33 @@ def _chat(args: argparse.Namespace) -> int:
     from .safe import CurrentStream
     from .terminal import is_terminal, run_terminal
 
+    asked = {"model": args.model, "size": args.context_size, "resume": args.resume}
+    try:
+        if is_terminal(sys.stdin) and is_terminal(sys.stdout) and args.prompt is None:
+            # The prompt first; the settings, the session (and most of ollm's imports)
+            # behind it.
+            live_out: Any = CurrentStream("stdout")
+            live_err: Any = CurrentStream("stderr")
+            return anyio.run(
+                run_terminal,
+                args.config,
+                _flags(args),
+                asked,
+                live_out,
+                live_err,
+                backend="asyncio",
+            )
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    from ..config import ConfigError, load_settings
+
     try:
         settings = load_settings(args.config, flags=_flags(args))
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    asked = {"model": args.model, "size": args.context_size, "resume": args.resume}
     out: Any = SafeStream(sys.stdout)
     err: Any = SafeStream(sys.stderr)
     try:
-        if is_terminal(sys.stdin) and is_terminal(sys.stdout) and args.prompt is None:
-            # The prompt first; the session (and most of ollm's imports) behind it.
-            live_out: Any = CurrentStream("stdout")
-            live_err: Any = CurrentStream("stderr")
-            return anyio.run(run_terminal, settings, asked, live_out, live_err, backend="asyncio")
         from .chat import Start, run_oneshot, run_repl
 
         start = Start(**asked)
@@ -344,6 +364,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, load_settings
     from .fit_view import run_fit
 
     flags: dict[tuple[str, ...], Any] = {}

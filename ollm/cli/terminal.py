@@ -16,12 +16,16 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from ..config import Settings, private_dir, shown_host, state_dir
+from ..paths import private_dir, state_dir
+from .exits import EXIT_USAGE
 from .safe import safe
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 PROMPT = "> "
 FIRST_FRAME_WAIT = 0.5
@@ -49,9 +53,14 @@ class Toolbar:
     """The bottom toolbar: what the start is doing until the session is open, then the
     session's own figures."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.step = f"starting: connecting to Ollama at {shown_host(settings.ollama.host)}…"
+    def __init__(self) -> None:
+        self.step = "starting…"
         self.live: Callable[[], str] | None = None
+
+    def connecting(self, settings: Settings) -> None:
+        from ..config import shown_host
+
+        self.step = f"starting: connecting to Ollama at {shown_host(settings.ollama.host)}…"
 
     def text(self) -> str:
         return self.live() if self.live is not None else safe(self.step)
@@ -90,11 +99,9 @@ class Terminal:
 
 
 @asynccontextmanager
-async def terminal(
-    settings: Settings, prompt_input: Any = None, prompt_output: Any = None
-) -> AsyncIterator[Terminal]:
+async def terminal(prompt_input: Any = None, prompt_output: Any = None) -> AsyncIterator[Terminal]:
     """The prompt, drawn and reading its first line; yields once the first frame is out."""
-    toolbar = Toolbar(settings)
+    toolbar = Toolbar()
     term = Terminal(prompt_session(toolbar.text, prompt_input, prompt_output), toolbar)
     term.session.app.after_render += lambda _app: term.drawn.set()
     async with anyio.create_task_group() as tasks:
@@ -107,12 +114,27 @@ async def terminal(
             tasks.cancel_scope.cancel()
 
 
-async def run_terminal(settings: Settings, asked: dict[str, Any], out: TextIO, err: TextIO) -> int:
-    """`ollm` on a terminal: the prompt at once, the session behind it. `asked`: the
-    fields of the `Start` (model, size, resume), built once its module is imported."""
-    async with terminal(settings) as term:
+async def run_terminal(
+    config: Path | None,
+    flags: dict[tuple[str, ...], Any],
+    asked: dict[str, Any],
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """`ollm` on a terminal: the prompt at once; the settings (`config`, `flags`) read and
+    the session opened behind it. `asked`: the fields of the `Start` (model, size, resume),
+    built once its module is imported."""
+    async with terminal() as term:
         # The slow imports, off the loop that keeps the prompt answering keys.
         chat = await anyio.to_thread.run_sync(importlib.import_module, "ollm.cli.chat")
+        from ..config import ConfigError, load_settings
+
+        try:
+            settings = load_settings(config, flags=flags)
+        except ConfigError as exc:
+            err.write(f"ollm: {exc}\n")
+            return EXIT_USAGE
+        term.toolbar.connecting(settings)
         code: int = await chat.run_repl(settings, chat.Start(**asked), out, err, term=term)
         return code
 

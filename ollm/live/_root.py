@@ -29,7 +29,7 @@ from actors import (
     open_runtime,
 )
 
-from ..config import Settings, config_dir, data_home, private_dir
+from ..config import Settings
 from ..context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
 from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..conversation import resumed
@@ -44,6 +44,7 @@ from ..events import (
 )
 from ..gpu.chain import ProbeChain
 from ..gpu.records import MemorySource
+from ..paths import config_dir, data_home, private_dir
 from ..profiles import ProfileError, Profiles, load_profiles
 from ..providers.ollama import OllamaClient, OllamaProviderActor, make_http_client
 from ..server_setup import ServerSetup

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..config import data_home, private_dir
+from ..paths import data_home, private_dir
 from ..storage.atomic import StorageError, write_atomic
 
 

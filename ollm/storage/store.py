@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from ..config import private_dir
+from ..paths import private_dir
 from .atomic import StorageError, remove_stale_temporaries, write_atomic
 from .snapshot_file import SnapshotError, SnapshotMeta, SnapshotState, decode, encode, read_meta
 

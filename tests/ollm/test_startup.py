@@ -20,15 +20,24 @@ def test_the_chat_path_imports_nothing_heavy() -> None:
     assert result.stdout.strip() == ""
 
 
-BEHIND_THE_PROMPT = ("ollm.live", "ollm.events", "actors", "httpx", "ollm.cli.chat", "psutil")
+BEHIND_THE_PROMPT = (
+    "ollm.live",
+    "ollm.events",
+    "ollm.config",
+    "msgspec",
+    "actors",
+    "httpx",
+    "ollm.cli.chat",
+    "psutil",
+)
 
 
 def test_the_prompt_path_imports_none_of_the_session_machinery():
-    """What `ollm` on a terminal imports before it draws the prompt: the rest is imported
-    behind it (`ollm.cli.terminal`), so the prompt is there at once."""
+    """What `ollm` on a terminal imports before it draws the prompt: the rest, the settings
+    included, is imported behind it (`ollm.cli.terminal`), so the prompt is there at once."""
     probe = (
         "import sys, ollm.cli.main, ollm.cli.terminal, prompt_toolkit;"
-        "from ollm.config import load_settings; load_settings(env={});"
+        "ollm.cli.terminal.history_file();"
         f"print(','.join(m for m in {BEHIND_THE_PROMPT!r} if m in sys.modules))"
     )
     result = subprocess.run(
