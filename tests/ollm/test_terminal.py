@@ -274,7 +274,8 @@ def test_the_toolbar_says_the_model_is_warming_up_until_it_is_loaded(terminal):
 def test_a_config_error_read_behind_the_prompt_says_so_and_exits_2(terminal, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("context:\n  autosize: true\n")
-    command = f"cd {ROOT} && {sys.executable} -m ollm --config {bad}; echo exit=$?"
+    # `cat` keeps the pane open (a tmux pane closes with its command).
+    command = f"cd {ROOT} && {sys.executable} -m ollm --config {bad}; echo exit=$?; cat"
     term = terminal(command)
     screen = term.wait_for(r"exit=\d+")
     assert "unknown key context.autosize; check its spelling" in screen.replace("\n", "")
