@@ -385,8 +385,8 @@ class Commands:
             )
         raise CommandError(
             usage,
-            "only num_ctx can be set here (other runner options would reload the model), "
-            "and the system prompt",
+            "only `parameter num_ctx N` and `system TEXT` can be set here (other runner "
+            "options would reload the model)",
         )
 
     async def _system(self, text: str) -> str:

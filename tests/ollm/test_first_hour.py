@@ -194,7 +194,7 @@ def test_triple_quotes_and_set_parameter_num_ctx_as_in_ollama_run(server):
     assert chats[0]["messages"][-1]["content"] == "first line\nsecond line"
     assert chats[1]["messages"][-1]["content"] == "hi"
     assert chats[1]["options"]["num_ctx"] == 6963
-    assert "only num_ctx can be set here" in result.stdout
+    assert "only `parameter num_ctx N` and `system TEXT` can be set here" in result.stdout
 
 
 def test_ollm_models_lists_each_installed_model_with_its_options(server):
