@@ -57,17 +57,18 @@ def engine_ids(model: object, text: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> Path:
+def smollm2() -> tuple[object, object]:
+    """SmolLM2's tokenizer as ollm builds it, and the model as llama.cpp loads it (once)."""
     try:
-        return model_path()
+        path: Path = model_path()
     except Unavailable as exc:
         pytest.skip(str(exc))
+    return build_tokenizer(model_info(path, verbose=True)), cy.LlamaModel(path_model=str(path))
 
 
 @pytest.mark.parametrize("kind", sorted(TEXTS))
 def test_smollm2s_real_vocabulary_tokenizes_as_llama_cpp_does(smollm2, kind):
-    tokenizer = build_tokenizer(model_info(smollm2, verbose=True))
-    model = cy.LlamaModel(path_model=str(smollm2))
+    tokenizer, model = smollm2
     text = TEXTS[kind]
     assert tokenizer.encode(text, add_special_tokens=False).ids == engine_ids(model, text)
 
