@@ -154,6 +154,16 @@ class PtyTerminal:
         os.close(self.fd)
 
 
+def chat_command(server: object) -> str:
+    """`ollm` against the test server, as a user starts it."""
+    return f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"  # type: ignore[attr-defined]
+
+
+def gate(server: object, action: str, path: str) -> None:
+    """Hold the server's answers on `path` until released (`/_test/hold`, `/_test/release`)."""
+    httpx.post(f"{server.url}/_test/{action}", json={"path": path}, timeout=10)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(params=["pty", "tmux"])
 def terminal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
     if request.param == "tmux" and shutil.which("tmux") is None:
@@ -174,8 +184,7 @@ def terminal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
 
 def test_chat_context_snapshots_clear_and_ctrl_c_in_a_real_terminal(terminal):
     with ollama_server_thread() as server:
-        command = f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"
-        term = terminal(command)
+        term = terminal(chat_command(server))
         term.wait_for(r"tokens \(\d+%\)")  # the toolbar
         term.send("hello there, how are you?", "Enter")
         term.wait_for(r"You said 25 characters")
@@ -227,8 +236,7 @@ def test_chat_context_snapshots_clear_and_ctrl_c_in_a_real_terminal(terminal):
 
 def test_ctrl_c_clears_a_typed_line_and_on_an_empty_line_ends_the_session(terminal):
     with ollama_server_thread() as server:
-        command = f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"
-        term = terminal(command)
+        term = terminal(chat_command(server))
         term.wait_for(r"tokens \(\d+%\)")
         term.send("half a thought")
         term.wait_for(r"> half a thought")
@@ -243,15 +251,14 @@ def test_ctrl_c_clears_a_typed_line_and_on_an_empty_line_ends_the_session(termin
 
 def test_the_prompt_comes_first_and_a_line_typed_before_the_session_opens_waits(terminal):
     with ollama_server_thread() as server:
-        httpx.post(f"{server.url}/_test/hold", json={"path": "/api/show"}, timeout=10)
-        command = f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"
-        term = terminal(command)
+        gate(server, "hold", "/api/show")
+        term = terminal(chat_command(server))
         term.wait_for(r"(?m)^>")
         term.wait_for(r"starting: connecting to Ollama at http://127\.0\.0\.1:\d+")
         term.send("early bird", "Enter")
         term.wait_for(r"> early bird")
         assert server.chats() == [], "the server has not even described the model yet"
-        httpx.post(f"{server.url}/_test/release", json={"path": "/api/show"}, timeout=10)
+        gate(server, "release", "/api/show")
         term.wait_for(r"You said 10 characters")
         term.wait_for(r"tokens \(\d+%\)")  # the session's own toolbar
         assert [m["content"] for m in server.chats()[-1]["messages"]] == ["early bird"]
@@ -261,11 +268,10 @@ def test_the_prompt_comes_first_and_a_line_typed_before_the_session_opens_waits(
 
 def test_the_toolbar_says_the_model_is_warming_up_until_it_is_loaded(terminal):
     with ollama_server_thread() as server:
-        httpx.post(f"{server.url}/_test/hold", json={"path": "/api/chat"}, timeout=10)
-        command = f"cd {ROOT} && {sys.executable} -m ollm --host {server.url} -m llama3.1:8b"
-        term = terminal(command)
+        gate(server, "hold", "/api/chat")
+        term = terminal(chat_command(server))
         term.wait_for(r"tokens \(\d+%\) │.*warming up the model…")
-        httpx.post(f"{server.url}/_test/release", json={"path": "/api/chat"}, timeout=10)
+        gate(server, "release", "/api/chat")
         term.wait_for(r"(?m)tokens \(\d+%\)( │ V?RAM [^│]*)?$")  # redrawn without it
         term.send("C-d")
         term.wait_for(r"session saved; continue it with")
