@@ -196,6 +196,11 @@ class ModelSelected(Input, frozen=True, kw_only=True, tag="model.selected"):
     vram_buffer_bytes: int = 0
     parallel: int = 1
     """The server's parallel slots (`OLLAMA_NUM_PARALLEL`): each holds a whole context."""
+    digest: str = ""
+    """The model's digest (`/api/tags`): the key its tokenizer is cached under."""
+    vocabulary: bool = False
+    """A vocabulary loader answers for this model (`VocabularyLoaded` or
+    `VocabularyUnavailable` follows); the session sends nothing before it does."""
 
 
 class SessionOpened(Input, frozen=True, kw_only=True, tag="session.opened"):
@@ -216,6 +221,39 @@ class ModelLoaded(Input, frozen=True, kw_only=True, tag="model.loaded"):
     """`/api/ps` `context_length`: the context the server really gave (0 = not reported)."""
     size_bytes: int = 0
     size_vram_bytes: int = 0
+
+
+class VocabularyLoaded(Input, frozen=True, kw_only=True, tag="model.vocabulary_loaded"):
+    """The model's own tokenizer is built (from `/api/show` verbose, or the user cache): from
+    here on its messages are counted exactly. Replay loads it from the cache by `digest`."""
+
+    model: str
+    digest: str
+    tokens: int
+    """The vocabulary's size."""
+    pre: str
+    """`tokenizer.ggml.pre`: which of llama.cpp's pre-tokenizers it splits text with."""
+    cached: bool = False
+    """It was read from the cache (else fetched from the server and built)."""
+
+
+class VocabularyUnavailable(Input, frozen=True, kw_only=True, tag="model.vocabulary_unavailable"):
+    """The model's tokenizer cannot be had (an unsupported vocabulary, or the server would not
+    say): counting stays with the calibrated estimate."""
+
+    model: str
+    reason: str
+
+
+class TemplateRendered(Input, frozen=True, kw_only=True, tag="model.template_rendered"):
+    """The model's template rendering a probe conversation (`_debug_render_only`, after each
+    load): with the model's tokenizer it gives the template's own tokens exactly, per role and
+    around the conversation, before the first request."""
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    """The probe: placeholder contents, found again in `text` to cut it into its parts."""
+    text: str
 
 
 class ModelMemory(Input, frozen=True, kw_only=True, tag="model.memory"):
@@ -396,6 +434,8 @@ class ChatRequested(Event, frozen=True, kw_only=True, tag="chat.requested"):
     attempt: int = 1
     sampling: tuple[ModelOption, ...] = ()
     """The user's model options (chat requests only; summaries use the model's defaults)."""
+    prompt_tokens: int = 0
+    """The prompt's size as ollm counted it before sending (chat requests; 0 = not counted)."""
 
 
 class ContextReduced(Event, frozen=True, kw_only=True, tag="context.reduced"):
@@ -629,6 +669,9 @@ DomainEvent = (
     | ReplyFailed
     | ReplyCancelled
     | PromptRendered
+    | VocabularyLoaded
+    | VocabularyUnavailable
+    | TemplateRendered
     | MemorySampled
     | MessageAdded
     | MessageUnanswered

@@ -45,3 +45,9 @@ def data_home() -> Path:
 
 def state_dir() -> Path:
     return Path(platformdirs.user_state_dir("ollm", appauthor=False))
+
+
+def cache_dir() -> Path:
+    """The platform's user cache directory (`$XDG_CACHE_HOME/ollm` on Linux): what ollm can
+    rebuild when it is gone (each model's tokenizer)."""
+    return Path(platformdirs.user_cache_dir("ollm", appauthor=False))

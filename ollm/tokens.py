@@ -7,6 +7,11 @@ the prompt as the model's template rendered it, when the server shows it, so the
 own tokens are kept apart), and it anchors the total: the prompt just sent is known exactly,
 so the next prompt is that exact figure plus estimates for what was added since (the reply
 itself is known exactly from `eval_count`).
+
+Once the model's own tokenizer is known (`Exact`), none of that guesswork is needed: every
+message is counted by it (with the wrapper its template writes around it, when the template's
+probes were measured: `template_costs`), the factor is 1, and the server's counts only anchor
+the total and, where the template could not be measured, give its fixed part exactly.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from blake3 import blake3
 
+from . import vocabulary
 from .events import (
     ChatMessage,
     ChatRequested,
@@ -27,6 +34,7 @@ from .events import (
     ToolCall,
     ToolSchema,
 )
+from .template_costs import TemplateCosts, message_cost
 
 ROLE_OVERHEAD = 4
 """Template and role tokens around each message (`<|start|>user\\n … <|end|>`)."""
@@ -125,6 +133,7 @@ class Counted:
 
     raw: int
     overhead: int
+    role: str = ""
 
     def tokens(self, factor: float) -> int:
         return math.ceil(self.raw * factor) + self.overhead
@@ -140,7 +149,52 @@ def count_message(
     for call in message.tool_calls:
         units += raw(_tool_call_text(call))
         overhead += TOOL_CALL_OVERHEAD
-    return Counted(raw=units, overhead=overhead)
+    return Counted(raw=units, overhead=overhead, role=message.role)
+
+
+Method = Literal["exact", "exact content", "calibrated", "estimated"]
+METHODS: dict[Method, str] = {
+    "exact": "exact: the model's own tokenizer, the template's tokens measured",
+    "exact content": "exact content: the model's own tokenizer; the template's tokens "
+    "learned from Ollama's counts",
+    "calibrated": "calibrated estimate: the model's vocabulary is not available",
+    "estimated": "estimate, not yet calibrated (the first reply calibrates it)",
+}
+"""How a model's tokens are counted, in words (`/context stats`)."""
+
+
+@dataclass
+class Exact:
+    """A model counted by its own tokenizer (`vocabulary.build_tokenizer`), and the costs of
+    its template once they are measured."""
+
+    tokenizer: Any
+    costs: TemplateCosts | None = None
+    cache: dict[bytes, int] = field(default_factory=dict)
+
+    def tokens(self, text: str) -> int:
+        key = _digest(text)
+        value = self.cache.get(key)
+        if value is None:
+            value = self.cache[key] = vocabulary.count(self.tokenizer, text)
+        return value
+
+    def count(self, message: Message | ChatMessage) -> Counted:
+        wrapped = (
+            message_cost(self.costs.wrappers, message.role, message.content) if self.costs else None
+        )
+        if wrapped is None:
+            units, overhead = self.tokens(message.content), ROLE_OVERHEAD
+        else:
+            units, overhead = self.tokens(wrapped), 0
+        for call in message.tool_calls:
+            units += self.tokens(_tool_call_text(call))
+            overhead += TOOL_CALL_OVERHEAD
+        return Counted(raw=units, overhead=overhead, role=message.role)
+
+    def fixed(self, opens_with_system: bool) -> int | None:
+        """The template's tokens outside the messages, when measured for this shape."""
+        return self.costs.fixed.get(opens_with_system) if self.costs else None
 
 
 def message_tokens(message: Message | ChatMessage) -> int:
@@ -160,6 +214,9 @@ class Sent:
     chat: bool = True
     window: int = 0
     """The context the server had for it: `num_ctx`, or less if the server said so."""
+    fixed: int = PRIMING
+    """Tokens outside the messages: `PRIMING`, or the template's measured part."""
+    opens_with_system: bool = False
 
 
 @dataclass
@@ -191,13 +248,30 @@ class Accounting:
     system prompt, its markers), learned from the first rendered prompt's count."""
     prior: dict[str, tuple[float, int]] = field(default_factory=dict)
     """(factor, extra) an earlier session learned, used until this one calibrates."""
+    exact: dict[str, Exact] = field(default_factory=dict)
+    """Models whose own tokenizer is known: counted exactly, never calibrated."""
 
     @property
     def factor(self) -> float:
         return self.factor_of(self.model)
 
     def factor_of(self, model: str) -> float:
+        if model in self.exact:
+            return 1.0
         return self.factors.get(model, self.prior.get(model, (1.0, 0))[0])
+
+    def method(self, model: str | None = None) -> Method:
+        model = self.model if model is None else model
+        exact = self.exact.get(model)
+        if exact is not None:
+            return "exact" if exact.costs is not None else "exact content"
+        return "calibrated" if model in self.factors or model in self.prior else "estimated"
+
+    def _fixed(self, model: str, opens_with_system: bool) -> int:
+        """The prompt's tokens outside its messages."""
+        exact = self.exact.get(model)
+        measured = exact.fixed(opens_with_system) if exact is not None else None
+        return measured if measured is not None else PRIMING + self.extra_of(model)
 
     def extra_of(self, model: str) -> int:
         return self.extra.get(model, self.prior.get(model, (1.0, 0))[1])
@@ -216,20 +290,30 @@ class Accounting:
             rendered=dict(self.rendered),
             extra=dict(self.extra),
             prior=dict(self.prior),
+            exact=dict(self.exact),
         )
 
-    def count(self, message: Message | ChatMessage) -> Counted:
-        return count_message(message, self.cache.raw)
+    def count(self, message: Message | ChatMessage, model: str | None = None) -> Counted:
+        exact = self.exact.get(self.model if model is None else model)
+        return exact.count(message) if exact is not None else count_message(message, self.cache.raw)
+
+    def text_units(self, text: str, model: str | None = None) -> int:
+        exact = self.exact.get(self.model if model is None else model)
+        return exact.tokens(text) if exact is not None else self.cache.raw(text)
 
     def used(self) -> int:
         """Tokens the next prompt will take, as far as is known now."""
+        first = next(iter(self.messages.values()), None)
+        opens_with_system = first is not None and first.role == "system"
         content = math.ceil((self.raw_total + self.tools_raw) * self.factor)
-        fixed = self.overhead_total + self.tools_overhead + PRIMING + self.extra_of(self.model)
+        fixed = (
+            self.overhead_total + self.tools_overhead + self._fixed(self.model, opens_with_system)
+        )
         return content + fixed + self.correction
 
     def add(self, message: Message) -> None:
         counted = self.count(message)
-        if message.role == "assistant" and not message.tool_calls:
+        if message.role == "assistant" and not message.tool_calls and self.model not in self.exact:
             exact = self.reply_tokens.pop(_digest(message.content), None)
             if exact is not None:
                 # The reply's length is known exactly: fold the difference into the anchor.
@@ -257,22 +341,25 @@ class Accounting:
         for message in messages:
             self.add(message)
 
-    def set_tools(self, tools: tuple[ToolSchema, ...]) -> None:
+    def set_tools(self, tools: tuple[ToolSchema, ...], model: str | None = None) -> None:
         self.tools_raw = sum(
-            self.cache.raw(f"{t.name} {t.description} {t.parameters}") for t in tools
+            self.text_units(f"{t.name} {t.description} {t.parameters}", model) for t in tools
         )
         self.tools_overhead = TOOL_SCHEMA_OVERHEAD * len(tools)
 
     def on_request(self, request: ChatRequested) -> None:
         raw = overhead = 0
         for message in request.messages:
-            counted = self.count(message)
+            counted = self.count(message, request.model)
             raw += counted.raw
             overhead += counted.overhead
         if request.purpose == "chat":
-            self.set_tools(request.tools)
+            self.set_tools(request.tools, request.model)
         raw += self.tools_raw if request.tools else 0
-        overhead += (self.tools_overhead if request.tools else 0) + PRIMING
+        overhead += self.tools_overhead if request.tools else 0
+        opens_with_system = bool(request.messages) and request.messages[0].role == "system"
+        exact = self.exact.get(request.model)
+        measured = exact.fixed(opens_with_system) if exact is not None else None
         window = request.options.num_ctx
         if self.served.get(request.model):
             window = min(window, self.served[request.model])
@@ -283,6 +370,8 @@ class Accounting:
             message_count=len(request.messages),
             chat=request.purpose == "chat",
             window=window,
+            fixed=PRIMING if measured is None else measured,
+            opens_with_system=opens_with_system,
         )
 
     def on_rendered(self, event: PromptRendered) -> None:
@@ -304,6 +393,10 @@ class Accounting:
         if sent is None or reply.prompt_eval_count <= 0:
             return None
         rendered = self.rendered.pop(reply.request_id, None)
+        exact = self.exact.get(sent.model)
+        if exact is not None:
+            return self._exact_reply(sent, reply.prompt_eval_count, exact)
+        sent = replace(sent, overhead=sent.overhead + sent.fixed, fixed=0)
         factor = self.factor_of(sent.model)
         extra = self.extra_of(sent.model)
         estimate = math.ceil(sent.raw * factor) + sent.overhead + extra
@@ -332,6 +425,25 @@ class Accounting:
             # Anchor: the prompt just counted is exact; re-estimate it with the new factor.
             estimate = math.ceil(sent.raw * self.factor) + sent.overhead
             self.correction = counted - (estimate + self.extra_of(sent.model))
+        return None
+
+    def _exact_reply(self, sent: Sent, counted: int, exact: Exact) -> tuple[int, int] | None:
+        """The server's count of a prompt counted exactly: a truncation if far below it; else
+        the template's fixed part where it was not measured (exactly: the rest is counted),
+        and the anchor."""
+        measured = exact.fixed(sent.opens_with_system) is not None
+        predicted = (
+            sent.raw
+            + sent.overhead
+            + (sent.fixed if measured else self._fixed(sent.model, sent.opens_with_system))
+        )
+        if counted < TRUNCATION_RATIO * predicted and predicted > TRUNCATION_RATIO * sent.window:
+            return predicted, counted
+        if not measured and sent.model not in self.extra:
+            self.extra[sent.model] = counted - (sent.raw + sent.overhead + PRIMING)
+        if sent.model == self.model and sent.chat:
+            fixed = self._fixed(sent.model, sent.opens_with_system)
+            self.correction = counted - (sent.raw + sent.overhead + fixed)
         return None
 
     def _reply_fit(self, sent: Sent, reply: ReplyCompleted) -> float | None:

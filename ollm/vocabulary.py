@@ -12,7 +12,8 @@ each held to llama.cpp's own tokenizer in `tests/engine/test_vocabulary.py`. Sen
 vocabularies (`llama`) and other pre-tokenizers are refused (`Unsupported`): counting then
 stays with the calibrated estimate.
 
-Issue 18, step 1: this builds and counts; the token counter does not use it yet.
+The beginning-of-sequence token llama.cpp adds to every prompt (`add_bos_token`) is the
+tokenizer's post-processor, so a cached `tokenizer.json` holds everything counting needs.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ SPLITS: dict[str, tuple[str, ...]] = {
 }
 IGNORE_MERGES = frozenset({"llama3", "llama-v3", "llama-bpe"})
 """Where llama.cpp takes a piece that is itself in the vocabulary whole, before merging."""
+BOS_BY_DEFAULT = IGNORE_MERGES
+"""Where llama.cpp adds BOS when the GGUF does not say (`add_bos_token` absent)."""
 CONTROL, USER_DEFINED = 3, 4
 """`tokenizer.ggml.token_type` values matched whole in a prompt."""
 
@@ -62,7 +65,15 @@ def build_tokenizer(info: Mapping[str, Any]) -> Any:
         Unsupported: not byte-level BPE, a pre-tokenizer not known here, or no vocabulary
             (an `/api/show` without `verbose` leaves the arrays empty).
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     kind = info.get("tokenizer.ggml.model")
     if kind != "gpt2":
@@ -88,9 +99,42 @@ def build_tokenizer(info: Mapping[str, Any]) -> Any:
     types: Sequence[int] = info.get("tokenizer.ggml.token_type") or ()
     whole = [tokens[i] for i, t in enumerate(types) if t in (CONTROL, USER_DEFINED)]
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in whole])
+    bos = info.get("tokenizer.ggml.bos_token_id")
+    add_bos = info.get("tokenizer.ggml.add_bos_token", pre in BOS_BY_DEFAULT)
+    if add_bos and isinstance(bos, int) and 0 <= bos < len(tokens):
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{tokens[bos]}:0 $A:0", special_tokens=[(tokens[bos], bos)]
+        )
     return tokenizer
 
 
 def count(tokenizer: Any, text: str) -> int:
     """The tokens of `text` as the model's engine counts it in a prompt (no BOS added)."""
     return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def prompt_start(tokenizer: Any) -> int:
+    """Tokens the engine puts before every prompt on its own (BOS, where the model adds it)."""
+    return int(tokenizer.num_special_tokens_to_add(False))
+
+
+def vocabulary_size(tokenizer: Any) -> int:
+    return int(tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+def to_json(tokenizer: Any) -> str:
+    return str(tokenizer.to_str())
+
+
+def from_json(text: str) -> Any:
+    """A tokenizer `to_json` wrote.
+
+    Raises:
+        Unsupported: the text is not one (a damaged cache file).
+    """
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as exc:  # the library raises a bare Exception on bad JSON
+        raise Unsupported(f"not a tokenizer ({str(exc)[:80]})") from exc

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from actors import Actor, Context
 
+from .. import vocabulary
 from ..conversation import Conversation
 from ..events import (
     CalibrationChanged,
     CalibrationRestored,
+    ChatMessage,
     ChatRequested,
     CompressionCompleted,
     ContextCleared,
@@ -21,11 +26,17 @@ from ..events import (
     SessionOpened,
     SnapshotRestored,
     SystemPromptSet,
+    TemplateRendered,
     TruncationDetected,
     UsageChanged,
     UserNotified,
+    VocabularyLoaded,
 )
-from ..tokens import Accounting
+from ..template_costs import measure
+from ..tokens import Accounting, Exact
+
+Tokenizers = Callable[[str], Any | None]
+"""A model's tokenizer by its digest, None when there is none (`TokenizerCache.get`)."""
 
 STRUCTURAL = (
     SessionOpened,
@@ -41,16 +52,34 @@ class Ledger:
     """The token count of a conversation, kept from its events: the token counter's policy,
     and the read model the REPL's status and `/context stats` use."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokenizers: Tokenizers | None = None) -> None:
+        self.tokenizers = tokenizers or (lambda digest: None)
         self.accounting = Accounting()
         self.conversation = Conversation()
+        self.renders: dict[str, dict[tuple[ChatMessage, ...], TemplateRendered]] = {}
+        """Each model's rendered probes, by probe."""
 
     def fork(self) -> Ledger:
         """An independent copy that later events do not reach (for what-if questions)."""
-        copy = Ledger()
+        copy = Ledger(self.tokenizers)
         copy.accounting = self.accounting.fork()
         copy.conversation = Conversation.from_state(self.conversation.state())
+        copy.renders = {model: dict(renders) for model, renders in self.renders.items()}
         return copy
+
+    def _measure(self, model: str) -> None:
+        """The template's costs for `model`, from its probes and tokenizer (when both are in)."""
+        exact = self.accounting.exact.get(model)
+        renders = self.renders.get(model)
+        if exact is not None and renders:
+            exact.costs = measure(
+                [(r.messages, r.text) for r in renders.values()],
+                lambda text: vocabulary.count(exact.tokenizer, text),
+                vocabulary.prompt_start(exact.tokenizer),
+            )
+
+    def _recount(self) -> None:
+        self.accounting.reset(tuple(self.conversation.prompt_messages()))
 
     def apply(self, event: object) -> tuple[bool, tuple[int, int] | None]:
         """Fold one event in; returns (usage may have changed, (sent, counted) if the server
@@ -58,12 +87,27 @@ class Ledger:
         acc = self.accounting
         match event:
             case SessionOpened():
-                self.accounting = acc = Accounting(cache=acc.cache)
+                # A new conversation; what is known of the models' vocabularies stays.
+                self.accounting = acc = Accounting(cache=acc.cache, exact=acc.exact)
                 self.conversation = Conversation()
                 self.conversation.apply(event)
-                acc.reset(tuple(self.conversation.prompt_messages()))
+                self._recount()
             case ModelSelected(model=model):
-                acc.model = model
+                if model != acc.model:
+                    acc.model = model
+                    self._recount()
+            case VocabularyLoaded(model=model, digest=digest):
+                tokenizer = self.tokenizers(digest)
+                if tokenizer is None:  # a replay on a machine without the cached tokenizer
+                    return False, None
+                acc.exact[model] = Exact(tokenizer)
+                self._measure(model)
+                self._recount()
+            case TemplateRendered(model=model):
+                # Each load renders the probes again; the latest rendering of each counts.
+                self.renders.setdefault(model, {})[event.messages] = event
+                self._measure(model)
+                self._recount()
             case ContextSizeChosen(num_ctx=num_ctx):
                 acc.num_ctx = num_ctx
             case ModelLoaded(model=model, context_length=length):
@@ -115,6 +159,8 @@ Accepted = (
     | ReplyCompleted
     | PromptRendered
     | CalibrationRestored
+    | VocabularyLoaded
+    | TemplateRendered
 )
 
 
@@ -131,10 +177,12 @@ class TokenCounterActor(Actor[Accepted]):
         ReplyCompleted,
         PromptRendered,
         CalibrationRestored,
+        VocabularyLoaded,
+        TemplateRendered,
     )
 
-    def __init__(self) -> None:
-        self.ledger = Ledger()
+    def __init__(self, tokenizers: Tokenizers | None = None) -> None:
+        self.ledger = Ledger(tokenizers)
 
     @property
     def accounting(self) -> Accounting:

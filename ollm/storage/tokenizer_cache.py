@@ -1,0 +1,55 @@
+"""Each model's tokenizer on disk, under the user cache directory, keyed by the model's digest.
+
+A file is the tokenizer's own `tokenizer.json` (Hugging Face `tokenizers`), written
+atomically; a damaged or missing one is simply not there (the loader fetches the vocabulary
+again). Files are read once per process and kept: the loader (a worker thread) and the token
+counter share one instance.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import vocabulary
+from .atomic import StorageError, write_atomic
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
+
+
+class TokenizerCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._loaded: dict[str, Any] = {}
+
+    def path(self, digest: str) -> Path:
+        """The file for `digest` (`sha256:…` as Ollama writes it; anything else is made safe)."""
+        return self.root / f"{_UNSAFE.sub('-', digest)[:100]}.json"
+
+    def has(self, digest: str) -> bool:
+        return bool(digest) and (digest in self._loaded or self.path(digest).is_file())
+
+    def get(self, digest: str) -> Any | None:
+        """The tokenizer cached for `digest`, or None when there is none (or it is damaged)."""
+        if not digest:
+            return None
+        found = self._loaded.get(digest)
+        if found is not None:
+            return found
+        try:
+            found = vocabulary.from_json(self.path(digest).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, vocabulary.Unsupported):
+            return None
+        self._loaded[digest] = found
+        return found
+
+    def put(self, digest: str, tokenizer: Any) -> None:
+        """Keep `tokenizer` for `digest`, on disk when it can be written (a cache: a failed
+        write costs the next start a fetch, nothing else)."""
+        self._loaded[digest] = tokenizer
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path(digest), [vocabulary.to_json(tokenizer).encode()], durable=False)
+        except (OSError, StorageError):
+            pass
