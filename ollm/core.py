@@ -31,15 +31,23 @@ from .context.context_pool import ContextPoolActor
 from .context.memory_guard import GuardPolicy, MemoryGuardActor
 from .context.session import SessionActor, SessionPolicy
 from .context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
-from .context.token_counter import TokenCounterActor
+from .context.token_counter import TokenCounterActor, Tokenizers
 from .conversation import Conversation, Resumed
 from .events import ModelSelected, is_input
+from .paths import cache_dir
 from .providers.scripted import ScriptedProviderActor
 from .storage.store import SnapshotStore
+from .storage.tokenizer_cache import TokenizerCache
 
 
-def core_specs(settings: Settings) -> list[ChildSpec]:
-    """The actors that make decisions: the same live and in replay.
+def tokenizer_cache() -> TokenizerCache:
+    """Where each model's tokenizer is cached on this machine."""
+    return TokenizerCache(cache_dir() / "tokenizers")
+
+
+def core_specs(settings: Settings, tokenizers: Tokenizers | None = None) -> list[ChildSpec]:
+    """The actors that make decisions: the same live and in replay (`tokenizers`: each
+    model's own tokenizer by digest, the user cache's).
 
     Boundary actors (provider, probes, console) are added around these only in a live run.
     """
@@ -48,7 +56,7 @@ def core_specs(settings: Settings) -> list[ChildSpec]:
     compression = settings.context.compression
     return [
         ChildSpec(name="session", factory=lambda: SessionActor(session, policy)),
-        ChildSpec(name="token_counter", factory=TokenCounterActor),
+        ChildSpec(name="token_counter", factory=lambda: TokenCounterActor(tokenizers)),
         ChildSpec(name="context_pool", factory=lambda: ContextPoolActor(compression.threshold)),
         ChildSpec(name="memory_guard", factory=lambda: MemoryGuardActor(policy)),
         ChildSpec(name="compressor", factory=lambda: CompressorActor(compression)),
@@ -130,7 +138,7 @@ async def replay_log(
 ) -> ReplayResult:
     """Replay a recorded session through the core actors built from its own header
     (`envelopes` streams the recording instead of `log.envelopes`)."""
-    specs = core_specs(settings_from_header(log.header))
+    specs = core_specs(settings_from_header(log.header), tokenizer_cache().get)
     return await replay(
         log, specs, is_input=is_input, envelopes=envelopes, keep=keep, observe=observe
     )

@@ -231,8 +231,6 @@ class VocabularyLoaded(Input, frozen=True, kw_only=True, tag="model.vocabulary_l
     digest: str
     tokens: int
     """The vocabulary's size."""
-    pre: str
-    """`tokenizer.ggml.pre`: which of llama.cpp's pre-tokenizers it splits text with."""
     cached: bool = False
     """It was read from the cache (else fetched from the server and built)."""
 

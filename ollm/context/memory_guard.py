@@ -210,12 +210,13 @@ def before_send(
 ) -> SendDecision:
     """What to do with the request about to go out for `conversation` at `used` tokens.
 
-    `reduced`: the oldest turns were already taken out for this request (they go once).
+    `reduced`: the oldest turns were already taken out for this request (they go once,
+    unless what is left still does not fit the context at all: Ollama would refuse it).
     """
     newest = refused_tokens(policy, conversation, used, num_ctx)
     if newest:
         return Refuse(newest_tokens=newest)
-    if not reduced and policy.level(used, num_ctx) >= Level.HARD:
+    if (not reduced or used >= num_ctx) and policy.level(used, num_ctx) >= Level.HARD:
         target = threshold_tokens(policy.compress_at, num_ctx)
         share = (used - target) / used if used else 0.0
         removed = oldest_turns_to_drop(conversation.messages, share)

@@ -40,6 +40,7 @@ from ..events import (
     ContextCleared,
     ContextReduced,
     ContextSizeChosen,
+    ConversationState,
     FailureKind,
     Message,
     MessageAdded,
@@ -63,6 +64,8 @@ from ..events import (
     UsageChanged,
     UserNotified,
     UserSubmitted,
+    VocabularyLoaded,
+    VocabularyUnavailable,
 )
 from ..model_options import model_options
 from ..profiles import runner_options
@@ -120,6 +123,7 @@ def chat_request(
         think=policy.think if model.thinking else None,
         attempt=attempt,
         sampling=policy.sampling,
+        prompt_tokens=used,
     )
 
 
@@ -148,6 +152,11 @@ def plan_send(
     if isinstance(decision, Send):
         return chat_request(conversation, model, num_ctx, used, policy, attempt)
     return decision
+
+
+RESHAPING = (ContextReduced, ContextCleared, MessageUnanswered)
+"""The session's own events whose effect depends on their order with another actor's change
+to the conversation (a compression); a new message does not."""
 
 
 # --- the session's state --------------------------------------------------------------------
@@ -238,6 +247,8 @@ Accepted = (
     | ClearRequested
     | SnapshotCreated
     | SnapshotFailed
+    | VocabularyLoaded
+    | VocabularyUnavailable
 )
 
 
@@ -260,6 +271,8 @@ class SessionActor(Actor[Accepted]):
         ClearRequested,
         SnapshotCreated,
         SnapshotFailed,
+        VocabularyLoaded,
+        VocabularyUnavailable,
     )
 
     def __init__(
@@ -279,11 +292,24 @@ class SessionActor(Actor[Accepted]):
         self.phase: Phase = Idle()
         self.loaded = False
         """The model is loaded with the size in force (nothing is sent until it is)."""
+        self.counting = True
+        """How the model's tokens are counted is settled: its vocabulary is loaded or known
+        to be unavailable (nothing is sent before, so the first message is counted as every
+        later one is)."""
+        self.deferred: ModelLoaded | ModelLoadFailed | None = None
+        """A load that came in before the counting was settled: acted on once it is."""
         self.queued: deque[Work] = deque()
         self.clears = 0
+        self.base: ConversationState | None = None
+        """The conversation before the first of the session's own reshaping events that the
+        bus may still order after another actor's (see `_external`)."""
+        self.since: list[tuple[int, object]] = []
+        """The conversation's events after `base`, with their seqs."""
 
     async def handle(self, event: Accepted, ctx: Context) -> None:
         seq = ctx.current.seq if ctx.current is not None else 0
+        if self.since and all(s < seq for s, _ in self.since):
+            self.base, self.since = None, []  # every event of ours is now in the bus's order
         phase = self.phase
         match event:
             case SessionOpened():
@@ -291,6 +317,14 @@ class SessionActor(Actor[Accepted]):
                 self.conversation.apply(event)
             case ModelSelected():
                 self.model = event
+                self.counting, self.deferred = not event.vocabulary, None
+            case VocabularyLoaded() | VocabularyUnavailable() if (
+                self.model is not None and event.model == self.model.model and not self.counting
+            ):
+                self.counting = True
+                if self.deferred is not None:
+                    load, self.deferred = self.deferred, None
+                    await self._loaded(ctx, load)
             case ContextSizeChosen(num_ctx=num_ctx):
                 self.num_ctx, self.loaded = num_ctx, False
             case ModelLoaded() | ModelLoadFailed() if self.num_ctx and not self.loaded:
@@ -314,7 +348,7 @@ class SessionActor(Actor[Accepted]):
             ):
                 await self._replied(ctx, phase.turn, event)
             case SnapshotRestored() | CompressionCompleted() | SystemPromptSet():
-                self.conversation.apply(event)
+                self._external(seq, event)
             case SnapshotCreated(ref=ref) if isinstance(phase, Clearing) and ref == phase.ref:
                 await self._cleared(ctx, event.snapshot_id)
             case SnapshotFailed(ref=ref) if isinstance(phase, Clearing) and ref == phase.ref:
@@ -324,8 +358,25 @@ class SessionActor(Actor[Accepted]):
 
     async def _emit(self, ctx: Context, event: object, causation: int | None = None) -> int:
         envelope = await ctx.publish(event, causation=causation)
+        if self.base is None and isinstance(event, RESHAPING):
+            self.base = self.conversation.state()
+        if self.base is not None:
+            self.since.append((envelope.seq, event))
         self.conversation.apply(event)
         return envelope.seq
+
+    def _external(self, seq: int, event: object) -> None:
+        """Fold another actor's change to the conversation in the bus's order, which every
+        other actor (the token counter) and a replay follow: a compression published before
+        the session's own reduction, but handled here after it, is applied before it."""
+        if self.base is None:
+            self.conversation.apply(event)
+            return
+        self.since.append((seq, event))
+        conversation = Conversation.from_state(self.base)
+        for _, folded in sorted(self.since, key=lambda pair: pair[0]):
+            conversation.apply(folded)
+        self.conversation = conversation
 
     async def _tell(
         self, ctx: Context, level: NoticeLevel, text: str, causation: int | None = None
@@ -344,6 +395,9 @@ class SessionActor(Actor[Accepted]):
 
     async def _loaded(self, ctx: Context, event: ModelLoaded | ModelLoadFailed) -> None:
         if self.model is None or event.model != self.model.model:
+            return
+        if not self.counting:
+            self.deferred = event
             return
         self.loaded = True
         phase = self.phase

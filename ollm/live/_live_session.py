@@ -265,7 +265,12 @@ class LiveSession:
         """
         try:
             return await select_model(
-                self._client, self.settings, self._profiles, model=name, setup=self._setup
+                self._client,
+                self.settings,
+                self._profiles,
+                model=name,
+                setup=self._setup,
+                vocabulary=True,
             )
         except SelectionError as exc:
             raise LiveError(str(exc)) from None

@@ -31,9 +31,11 @@ from actors import (
 
 from ..config import Settings
 from ..context.snapshot_manager import RetentionPolicy, SnapshotManagerActor
+from ..context.token_counter import Ledger
+from ..context.vocabulary_loader import VocabularyLoaderActor
 from ..context.vram_monitor import MonitorPolicy, VramMonitorActor
 from ..conversation import resumed
-from ..core import core_specs, make_header, rebuild
+from ..core import core_specs, make_header, rebuild, tokenizer_cache
 from ..events import (
     AnyEvent,
     CalibrationRestored,
@@ -67,6 +69,7 @@ from ..storage.journal import (
 )
 from ..storage.session_files import legacy_log, new_session_id, sessions_root
 from ..storage.store import SnapshotStore, SnapshotView
+from ..storage.tokenizer_cache import TokenizerCache
 from ._live_session import LiveSession
 from ._requests import Requests
 from ._selection import SelectionError, select_model
@@ -117,15 +120,23 @@ def live_specs(
     client: OllamaClient,
     store: SnapshotStore,
     memory: MemorySource,
+    tokenizers: TokenizerCache,
     extra: Sequence[ChildSpec] = (),
 ) -> list[ChildSpec]:
     """Every actor of a live session, each configured from `settings` in one place."""
     context = settings.context
+
+    async def show(model: str) -> dict[str, Any]:
+        return (await client.show(model, verbose=True)).model_info
+
     return [
-        *core_specs(settings),
+        *core_specs(settings, tokenizers.get),
         ChildSpec(
             name="provider",
             factory=lambda: OllamaProviderActor(client, keep_alive=settings.ollama.keep_alive),
+        ),
+        ChildSpec(
+            name="vocabulary_loader", factory=lambda: VocabularyLoaderActor(show, tokenizers)
         ),
         ChildSpec(
             name="vram_monitor",
@@ -235,7 +246,13 @@ async def open_live_session(
             setup = await anyio.to_thread.run_sync(read_server_setup, client.host)
             try:
                 selected = await select_model(
-                    client, settings, profiles, model=model, size=start.size, setup=setup
+                    client,
+                    settings,
+                    profiles,
+                    model=model,
+                    size=start.size,
+                    setup=setup,
+                    vocabulary=True,
                 )
             except SelectionError as exc:
                 raise StartError(str(exc), exc.kind) from exc
@@ -323,9 +340,16 @@ async def _running(
     except OSError as exc:
         raise StartError(str(explain(exc, home)), "record") from exc
     view = SnapshotView(store)
+    tokenizers = tokenizer_cache()
+    status.ledger = Ledger(tokenizers.get)
     status.snapshot_ids = [m.id for m in reversed((await view.listing()).snapshots)]
     specs = live_specs(
-        settings, client=client, store=store, memory=wiring.memory, extra=wiring.extra
+        settings,
+        client=client,
+        store=store,
+        memory=wiring.memory,
+        tokenizers=tokenizers,
+        extra=wiring.extra,
     )
     recorder = Recorder(writer)
     try:

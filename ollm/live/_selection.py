@@ -6,7 +6,7 @@ from ..config import Settings
 from ..events import FailureKind, ModelSelected
 from ..memory import Architecture, ArchitectureError, MiB
 from ..profiles import Profiles, choose_context
-from ..providers.ollama import OllamaClient, ProviderError, weights_bytes
+from ..providers.ollama import OllamaClient, ProviderError, installed_model
 from ..server_setup import ServerSetup
 
 
@@ -48,8 +48,10 @@ async def select_model(
     model: str | None = None,
     size: int | None = None,
     setup: ServerSetup | None = None,
+    vocabulary: bool = False,
 ) -> ModelSelected:
-    """The model to use and its context, by the sizing rule.
+    """The model to use and its context, by the sizing rule (`vocabulary`: a vocabulary
+    loader will answer for it).
 
     Raises:
         SelectionError: no model chosen, the server cannot be reached, or the model is missing.
@@ -75,7 +77,7 @@ async def select_model(
             if exc.failure.kind != "model_not_found":
                 raise
             raise SelectionError(exc.failure.kind, await _not_installed(client, name)) from exc
-        weights = weights_bytes(await client.tags(), name)
+        tag = installed_model(await client.tags(), name)
     except ProviderError as exc:
         raise SelectionError(exc.failure.kind, exc.failure.message) from exc
     model_max = _context_length(shown.model_info)
@@ -100,7 +102,9 @@ async def select_model(
         warning=choice.warning,
         options=choice.options,
         architecture=architecture,
-        weights_bytes=weights,
+        weights_bytes=tag.size if tag else 0,
+        digest=tag.digest if tag else "",
+        vocabulary=vocabulary,
         auto_size=settings.context.auto_size,
         kv_cache_type=setup.kv_type,  # what the server runs, not the wish
         kv_source=setup.source,

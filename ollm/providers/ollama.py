@@ -27,9 +27,11 @@ from ..events import (
     ReplyFailed,
     RunnerOptions,
     ServerInfo,
+    TemplateRendered,
     ToolCall,
 )
 from ..profiles import runner_options
+from ..template_costs import probes
 from . import failures
 from .failures import Failure
 
@@ -95,6 +97,7 @@ Tokens = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]
 class TagModel(msgspec.Struct):
     name: str = ""
     size: Size = 0
+    digest: str = ""
 
 
 class TagsResponse(msgspec.Struct):
@@ -126,11 +129,10 @@ class PsResponse(msgspec.Struct):
     models: list[PsModel] = []
 
 
-def weights_bytes(installed: list[TagModel], name: str) -> int:
-    """A model's size on disk, i.e. its weights (`/api/tags`); `name` and `name:latest` are
-    the same model. 0 when it is not listed."""
-    sizes = {m.name: m.size for m in installed}
-    return sizes.get(name, sizes.get(f"{name}:latest", 0))
+def installed_model(installed: list[TagModel], name: str) -> TagModel | None:
+    """`name` among the models `/api/tags` lists; `name` and `name:latest` are the same."""
+    models = {m.name: m for m in installed}
+    return models.get(name, models.get(f"{name}:latest"))
 
 
 def loaded_model(running: list[PsModel], name: str) -> PsModel | None:
@@ -282,10 +284,11 @@ class OllamaClient:
         response: TagsResponse = await self._get("/api/tags", TagsResponse)
         return response.models
 
-    async def show(self, model: str) -> ShowResponse:
-        response: ShowResponse = await self._call(
-            "POST", "/api/show", {"model": model}, ShowResponse, model
-        )
+    async def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
+        """`/api/show`; `verbose` asks for the whole vocabulary too (megabytes: without it,
+        every array longer than 5 comes back empty)."""
+        body: dict[str, Any] = {"model": model, "verbose": True} if verbose else {"model": model}
+        response: ShowResponse = await self._call("POST", "/api/show", body, ShowResponse, model)
         return response
 
     async def ps(self) -> list[PsModel]:
@@ -424,6 +427,7 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
             )
             return
         mine = loaded_model(running, selected.model)
+        await self._render_probes(selected.model, options, ctx)
         await ctx.publish(
             ModelLoaded(
                 model=selected.model,
@@ -432,6 +436,20 @@ class OllamaProviderActor(Actor[ChatRequested | CancelRequested | ContextSizeCho
                 size_vram_bytes=mine.size_vram if mine else 0,
             )
         )
+
+    async def _render_probes(self, model: str, options: RunnerOptions, ctx: Context) -> None:
+        """The template's probes rendered with the options just loaded (so nothing reloads),
+        before the load is reported: the first message is counted with what they show."""
+        if not self.server_version:
+            await self._learn_version()
+        if not supports_render(self.server_version):
+            return
+        for messages in probes():
+            payload = build_load_payload(model, options, keep_alive=self.keep_alive)
+            payload["messages"] = [msgspec.to_builtins(m) for m in messages]
+            text = await self.client.render(payload)
+            if text:
+                await ctx.publish(TemplateRendered(model=model, messages=messages, text=text))
 
     async def _stream(self, request: ChatRequested, ctx: Context) -> None:
         if not self.server_version:

@@ -44,6 +44,28 @@ class TokenizerCache:
         self._loaded[digest] = found
         return found
 
+    def refused(self, digest: str) -> str:
+        """Why the vocabulary of `digest` could not be reproduced at an earlier start ("" if
+        it was not refused)."""
+        try:
+            return self._refusal(digest).read_text(encoding="utf-8").strip()[:300]
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def refuse(self, digest: str, reason: str) -> None:
+        """Remember that the vocabulary of `digest` cannot be reproduced (and why)."""
+        self._write(self._refusal(digest), reason)
+
+    def _refusal(self, digest: str) -> Path:
+        return self.path(digest).with_suffix(".unsupported")
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, [text.encode()], durable=False)
+        except (OSError, StorageError):
+            pass
+
     def put(self, digest: str, tokenizer: Any) -> None:
         """Keep `tokenizer` for `digest`, on disk when it can be written (a cache: a failed
         write costs the next start a fetch, nothing else)."""

@@ -83,7 +83,11 @@ class LlamaModel:
 class LlamaEngine:
     """Runs the models on llama.cpp, one request at a time (the server serialises them)."""
 
-    def __init__(self, gguf: Path, name: str, kv_type: str = "f16") -> None:
+    def __init__(
+        self, gguf: Path, name: str, kv_type: str = "f16", *, vocabulary: bool = True
+    ) -> None:
+        """`vocabulary`: `/api/show` verbose gives the model's vocabulary (else, as for a
+        model whose vocabulary ollm cannot use, the arrays stay empty)."""
         from cyllama.llama import llama_cpp as cy
 
         self.cy = cy
@@ -93,7 +97,11 @@ class LlamaEngine:
         weights = cy.LlamaModel(path_model=str(gguf))
         self._models = {
             name: LlamaModel(
-                name, gguf, weights, weights.get_default_chat_template(), model_info(gguf)
+                name,
+                gguf,
+                weights,
+                weights.get_default_chat_template(),
+                model_info(gguf, verbose=vocabulary),
             )
         }
         self._jinja = _jinja_environment()

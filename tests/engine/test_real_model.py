@@ -31,6 +31,7 @@ from ollm.events import (
     ReplyFailed,
     SnapshotCreated,
     UsageChanged,
+    VocabularyLoaded,
 )
 from ollm.live import recorded_sessions, session_log
 from ollm.memory import Architecture, format_bytes, ollama_kv_bytes
@@ -65,6 +66,12 @@ IDS = (
     "/var/lib/etl/batch-2026-11-29.parquet (17.9 GiB, sha256 4e07408562bedb8b); rollback to "
     "v3.14.158 on port 9090, OPS-4480, commit 7c1d0e9f42.",
 )
+NON_ENGLISH = (
+    "Der Fluss macht zwei Biegungen, bevor er die Stadt erreicht, und im Frühling steigt das "
+    "Wasser so hoch, dass es die unteren Wiesen überflutet.",
+    "川は町に着く前に二度曲がり、春には水位が上がって下の牧草地を覆う。"
+    "Река дважды изгибается, прежде чем достигнуть города; весной вода поднимается высоко.",
+)
 EMOJI = "🦊🌙🌲🍂🐾"
 """Five symbols that ollm estimates at a token each and SmolLM2 splits into three bytes' worth
 of tokens each: text whose real size ollm underestimates threefold."""
@@ -81,6 +88,15 @@ def gguf() -> Path:
 @pytest.fixture
 def server(gguf: Path) -> Iterator[RealServer]:
     running = start(gguf)
+    yield running
+    errors = running.stop()
+    assert "Traceback" not in errors, errors
+
+
+@pytest.fixture
+def hidden(gguf: Path) -> Iterator[RealServer]:
+    """The server for a model whose vocabulary ollm cannot have: it counts by the estimate."""
+    running = start(gguf, "--hide-vocabulary")
     yield running
     errors = running.stop()
     assert "Traceback" not in errors, errors
@@ -191,8 +207,9 @@ def test_a_ten_turn_chat_at_1024_compresses_under_real_summaries_and_keeps_every
 
 
 def test_an_overflow_the_estimate_missed_is_cut_back_and_retried_and_loses_nothing(
-    server, tmp_path
+    hidden, tmp_path
 ):
+    server = hidden
     said = [*PROSE, "Say in two sentences what the river and the square share.", EMOJI * 52]
     result = run(server, config(tmp_path), stdin=lines(*said))
     assert result.returncode == 0, result.stderr
@@ -238,8 +255,39 @@ def test_test_prompt_shows_exactly_what_the_server_then_receives(server, tmp_pat
     assert shown["truncate"] is False and shown["keep_alive"] == sent["keep_alive"]
 
 
+def test_every_prompt_is_counted_exactly_before_it_is_sent(server, tmp_path):
+    """SmolLM2's own vocabulary from `/api/show` verbose and its template's probes: the count
+    ollm acts on before each request — the first one included — is llama.cpp's count of the
+    prompt it then renders, on prose, code, other scripts, identifiers and emoji; and the
+    message the estimate let overflow is now made to fit before it is sent."""
+    said = [*PROSE, *CODE, *NON_ENGLISH, *IDS, EMOJI * 52]
+    result = run(server, config(tmp_path), stdin=lines(*said))
+    assert result.returncode == 0, result.stderr
+    events = journal()
+    assert [e.cached for e in events if isinstance(e, VocabularyLoaded)] == [False]
+    assert not [e for e in events if isinstance(e, ReplyFailed)], "no overflow reached Ollama"
+    predicted = [e.prompt_tokens for e in events if isinstance(e, ChatRequested)]
+    counted = [c["prompt_tokens"] for c in server.chats()]
+    chats = [e for e in events if isinstance(e, ChatRequested) and e.purpose == "chat"]
+    assert len(chats) == len(said), "every message went out"
+    assert [c for c in server.chats() if c["prompt_tokens"] >= 1024] == []
+    exact = [(p, c) for p, c in zip(predicted, counted, strict=True) if p]
+    assert len(exact) == len(said) and all(p == c for p, c in exact), exact
+    print(f"exact counts before sending: {[p for p, _ in exact]}")
+    again = run(server, config(tmp_path), "-p", PROSE[0])
+    assert again.returncode == 0, again.stderr
+    (loaded,) = [e for e in journal() if isinstance(e, VocabularyLoaded)]
+    assert loaded.cached, "the second start reads the tokenizer from the user cache"
+    (request,) = [e for e in journal() if isinstance(e, ChatRequested)]
+    assert request.prompt_tokens == server.chats()[-1]["prompt_tokens"]
+    verbose = [r for r in server.requests() if (r["body"] or {}).get("verbose")]
+    assert len(verbose) == 1, "the vocabulary was fetched once"
+
+
 @pytest.mark.parametrize(("kind", "texts"), [("prose", PROSE), ("code", CODE), ("ids", IDS)])
-def test_the_estimate_after_one_reply_is_close_to_the_servers_count(server, tmp_path, kind, texts):
+def test_the_estimate_after_one_reply_is_close_to_the_servers_count(hidden, tmp_path, kind, texts):
+    """Where the vocabulary cannot be had, the calibrated estimate is close after one reply."""
+    server = hidden
     result = run(server, config(tmp_path, size=2048), stdin=lines(*texts))
     assert result.returncode == 0, result.stderr
     estimates, used = [], 0

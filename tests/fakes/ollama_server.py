@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -208,6 +209,15 @@ class Card:
     add_bos: bool = True
     template: str = "{{ .Prompt }}"
     quantization: str = "Q4_K_M"
+
+    @property
+    def digest(self) -> str:
+        """As `/api/tags` gives it: the SHA-256 of the model's manifest (here, of what the
+        card says, so another model — another vocabulary — has another digest)."""
+        facts = sorted(
+            (k, len(v) if isinstance(v, list) else v) for k, v in self.model_info.items()
+        )
+        return hashlib.sha256(repr((self.name, self.weights_bytes, facts)).encode()).hexdigest()
 
 
 @dataclass
@@ -495,6 +505,7 @@ class OllamaTestServer:
             "name": card.name,
             "model": card.name,
             "size": card.weights_bytes,
+            "digest": card.digest,
             "details": {"family": card.family, "parameter_size": card.parameter_size},
         }
         if self.rules.rich_tags:
@@ -523,10 +534,13 @@ class OllamaTestServer:
             await send.json(404, {"error": f"model '{data.get('model')}' not found"})
             return
         card = model.card()
+        info = card.model_info
+        if data.get("verbose") is not True:  # `getModelData`: long arrays are left out
+            info = {k: [] if isinstance(v, list) and len(v) > 5 else v for k, v in info.items()}
         await send.json(
             200,
             {
-                "model_info": card.model_info,
+                "model_info": info,
                 "capabilities": list(card.capabilities),
                 "details": {
                     "format": "gguf",
@@ -981,6 +995,11 @@ def main() -> None:
         default="go",
         help="how an over-long prompt is met: cut to half the window (go) or refused (native)",
     )
+    parser.add_argument(
+        "--hide-vocabulary",
+        action="store_true",
+        help="`/api/show` leaves the vocabulary out even with verbose (with --gguf)",
+    )
     args = parser.parse_args()
 
     async def run() -> None:
@@ -989,7 +1008,9 @@ def main() -> None:
         if args.gguf:
             from tests.engine.llama_engine import LlamaEngine
 
-            engine = LlamaEngine(args.gguf, args.name, args.kv_type)
+            engine = LlamaEngine(
+                args.gguf, args.name, args.kv_type, vocabulary=not args.hide_vocabulary
+            )
             server = OllamaTestServer(engine=engine, path=args.path)
         try:
             async with open_ollama_server(server) as running:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).parents[2]
 OLLM = ROOT / "ollm"
 
 PURE = {"events", "config", "profiles", "memory", "tokens", "conversation", "compression"}
-PURE |= {"fit_report", "vocabulary", "model_options"}
+PURE |= {"fit_report", "vocabulary", "model_options", "template_costs"}
 IO_FLOORS = ("ollm.context", "ollm.providers", "ollm.storage", "ollm.gpu")
 
 

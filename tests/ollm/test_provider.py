@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import msgspec
 import pytest
 
 from ollm.events import (
@@ -27,6 +28,7 @@ from ollm.events import (
 )
 from ollm.profiles import choose_context, load_profiles
 from ollm.providers.ollama import OllamaClient, ProviderError, make_http_client
+from ollm.template_costs import probes
 from tests.fakes.ollama_server import (
     FakeModel,
     OllamaTestServer,
@@ -262,8 +264,12 @@ async def test_the_first_prompt_of_each_model_is_rendered_once_with_the_chats_ow
     async with open_ollama_server() as server, open_live(server) as live:
         for question in QUESTIONS[:3]:
             await live.say(question)
-        (render,) = server.renders()
+        *probed, render = server.renders()
         first = server.chats()[1]  # after the load request
+        assert [r["messages"] for r in probed] == [
+            [msgspec.to_builtins(m) for m in p] for p in probes()
+        ]
+        assert all(r["options"] == server.chats()[0]["options"] for r in probed), "no reload"
         assert render["_debug_render_only"] is True and render["stream"] is False
         assert render["messages"] == first["messages"]
         assert render["options"] == first["options"], "the same runner options: no reload"
@@ -282,7 +288,7 @@ async def test_without_a_rendered_prompt_the_chat_and_its_counts_go_on(version, 
     async with open_ollama_server(server), open_live(server) as live:
         for question in QUESTIONS[:2]:
             assert isinstance(await live.say(question), MessageAdded)
-        assert len(server.renders()) == (0 if version == "0.11.4" else 1)
+        assert len(server.renders()) == (0 if version == "0.11.4" else 1 + len(probes()))
         assert not live.h.events(PromptRendered)
         assert len(live.h.events(ReplyCompleted)) == 2
         assert live.last_usage().used_tokens > 0
