@@ -76,16 +76,18 @@ def build_tokenizer(info: Mapping[str, Any]) -> Any:
     )
 
     kind = info.get("tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise Unsupported(f"the {kind!r} vocabulary is not byte-level BPE")
     pre = str(info.get("tokenizer.ggml.pre") or "default")
-    splits = SPLITS.get(pre)
-    if splits is None:
-        raise Unsupported(f"the {pre!r} pre-tokenizer is not one ollm reproduces")
     tokens: Sequence[str] = info.get("tokenizer.ggml.tokens") or ()
     merges: Sequence[str] = info.get("tokenizer.ggml.merges") or ()
     if not tokens:
-        raise Unsupported("the server sent no vocabulary (ask /api/show with verbose)")
+        raise Unsupported("Ollama sent no vocabulary for it")
+    if kind == "llama":
+        raise Unsupported("its SentencePiece vocabulary is not one ollm reproduces exactly yet")
+    if kind != "gpt2":
+        raise Unsupported(f"its {str(kind)[:40]!r} vocabulary is not one ollm reproduces")
+    splits = SPLITS.get(pre)
+    if splits is None:
+        raise Unsupported(f"its {pre[:40]!r} pre-tokenizer is not one ollm reproduces")
     vocab = {token: index for index, token in enumerate(tokens)}  # the last one wins
     pairs = [(left, right) for left, _, right in (m.partition(" ") for m in merges)]
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in IGNORE_MERGES))

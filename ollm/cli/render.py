@@ -10,6 +10,7 @@ from ..events import CompressionCompleted, KvTypeLearned
 from ..live import SnapshotMeta, Status
 from ..memory import format_bytes, format_bytes_of
 from ..server_setup import a_cache
+from ..tokens import METHODS
 
 SPARKS = "▁▂▃▄▅▆▇█"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -109,10 +110,17 @@ def stats(status: Status) -> str:
         text = " ".join(message.content.split())[:44]
         lines.append(f"{message.id:<10}{message.role:<11}{tokens:>8}  {text}")
     cache = acc.cache
+    method = acc.method()
+    counting = METHODS[method]
+    if method in ("calibrated", "estimated"):
+        counting += f"; calibration factor {acc.factor:.3f} (tokens per estimated token)"
+        if status.vocabulary_unavailable:
+            counting += f"; the vocabulary: {status.vocabulary_unavailable}"
     lines += [
         "",
-        f"total: {status.used:,} of {status.limit:,} tokens ({pct(status.used, status.limit)}%), "
-        f"calibration factor {acc.factor:.3f} (tokens per estimated token) for {status.model}",
+        f"total: {status.used:,} of {status.limit:,} tokens ({pct(status.used, status.limit)}%) "
+        f"for {status.model}",
+        f"counting: {counting}",
         f"exact correction from Ollama's last count: {acc.correction:+d} tokens",
         f"count cache: {cache.hits} hits, {cache.misses} misses ({cache.hit_rate:.0%} hit rate)",
         f"usage per turn: {sparkline(list(status.usage_per_turn), status.limit)}",

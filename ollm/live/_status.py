@@ -30,6 +30,7 @@ from ..events import (
     SnapshotCreated,
     SnapshotsDeleted,
     UsageChanged,
+    VocabularyUnavailable,
 )
 from ..gpu.records import filling_first
 from ..memory import ollama_kv_bytes, usable_cache_type
@@ -58,13 +59,19 @@ class Status:
     last_chat: ChatRequested | None = None
     warming: bool = False
     """A size was chosen and the model is loading with it (the toolbar says so)."""
+    vocabulary_unavailable: str = ""
+    """Why the model's own tokenizer cannot be had ("" when it can, or is not known yet)."""
 
     def apply(self, envelope: Envelope[Any]) -> None:
         event = envelope.event
         self.ledger.apply(event)
         match event:
             case ModelSelected():
-                self.selected = event
+                self.selected, self.vocabulary_unavailable = event, ""
+            case VocabularyUnavailable(model=model, reason=reason) if (
+                self.selected is not None and self.selected.model == model
+            ):
+                self.vocabulary_unavailable = reason
             case ContextSizeChosen():
                 self.chosen, self.warming = event, True
             case KvTypeLearned() if self.selected and self.selected.model == event.model:

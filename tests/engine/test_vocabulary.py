@@ -97,10 +97,12 @@ def test_the_texts_tell_the_pre_tokenizers_apart(tmp_path):
 def test_vocabularies_it_cannot_reproduce_are_refused_with_the_reason(tmp_path):
     path = write_model(tmp_path / "m.gguf", SHAPES[0])
     info = model_info(path, verbose=True)
-    with pytest.raises(Unsupported, match="'llama' vocabulary is not byte-level BPE"):
+    with pytest.raises(Unsupported, match="its SentencePiece vocabulary is not one ollm"):
         build_tokenizer({**info, "tokenizer.ggml.model": "llama"})
+    with pytest.raises(Unsupported, match="its 'rwkv' vocabulary is not one ollm reproduces"):
+        build_tokenizer({**info, "tokenizer.ggml.model": "rwkv"})
     with pytest.raises(Unsupported, match="'tekken' pre-tokenizer is not one ollm reproduces"):
         build_tokenizer({**info, "tokenizer.ggml.pre": "tekken"})
-    with pytest.raises(Unsupported, match="ask /api/show with verbose"):
+    with pytest.raises(Unsupported, match="Ollama sent no vocabulary for it"):
         build_tokenizer(model_info(path))  # as /api/show answers without verbose
     assert "tekken" not in SPLITS

@@ -45,7 +45,7 @@ SHAPES = (
 )
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     printable = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("¡"), ord("¬") + 1))
@@ -74,7 +74,7 @@ def write_model(
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    table = _bytes_to_unicode()
+    table = bytes_to_unicode()
     tokens = [table[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokens += specials

@@ -1,0 +1,193 @@
+"""Exact counts: the token counter with the model's own tokenizer and its template's probes.
+
+The template here is SmolLM2's ChatML in Python (`tests.fakes.vocabulary.render_chatml`, a
+default system prompt when the conversation has none) and the tokenizer the one
+`ollm.vocabulary` builds from a byte-level vocabulary; what ollm counts is held to that
+tokenizer's count of the whole rendered prompt, over long runs that compress, reset the
+system prompt and switch the template's shape. (The engine tier holds the same to llama.cpp.)
+"""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+
+from actors import ChildSpec
+from actors.testing import open_harness
+from ollm import vocabulary
+from ollm.config import Settings
+from ollm.context.token_counter import Ledger
+from ollm.core import core_specs
+from ollm.events import (
+    ChatRequested,
+    CompressionCompleted,
+    ContextSizeChosen,
+    ConversationState,
+    Message,
+    MessageAdded,
+    ModelSelected,
+    SessionOpened,
+    SystemPromptSet,
+    TemplateRendered,
+    UserSubmitted,
+    VocabularyLoaded,
+    VocabularyUnavailable,
+)
+from ollm.providers.scripted import ScriptedProviderActor
+from ollm.template_costs import measure, probes
+from ollm.tokens import METHODS
+from tests.fakes.vocabulary import byte_vocabulary, render_chatml
+
+pytestmark = pytest.mark.anyio
+
+PIECES = (
+    "the river bends twice",
+    "  leading spaces",
+    "\nstarts on a new line",
+    "ends with a newline\n",
+    "JOB-90211 at ip-10-42-7-19 (42.5 GiB)",
+    "def f(x):\n    return x * 2\n",
+    "Der Fluss macht zwei Biegungen, überall",
+    "川は町に着く前に二度曲がる",
+    "🦊🌙🌲",
+    "1234567890",
+    "",
+    "   ",
+)
+
+
+def tokenizer(pre: str = "gpt-2", add_bos: bool = False):
+    return vocabulary.build_tokenizer(byte_vocabulary(pre=pre, add_bos=add_bos))
+
+
+def real_count(tok, messages: list[Message] | tuple[Message, ...]) -> int:
+    """What the engine counts: the whole rendered prompt, BOS included where it adds one."""
+    text = render_chatml([msgspec.to_builtins(m) for m in messages])
+    return len(tok.encode(text, add_special_tokens=True).ids)
+
+
+def rendered_probes(model: str = "m") -> list[TemplateRendered]:
+    return [
+        TemplateRendered(
+            model=model,
+            messages=p,
+            text=render_chatml([msgspec.to_builtins(m) for m in p]),
+        )
+        for p in probes()
+    ]
+
+
+def test_the_probes_cut_the_template_into_each_roles_wrapper_and_its_fixed_part():
+    tok = tokenizer()
+    costs = measure(
+        [(r.messages, r.text) for r in rendered_probes()],
+        lambda text: vocabulary.count(tok, text),
+        vocabulary.prompt_start(tok),
+    )
+    assert costs is not None
+    assert costs.wrappers == {
+        "assistant": "<|im_end|>\n<|im_start|>assistant\n",
+        "user": "<|im_end|>\n<|im_start|>user\n",
+        "system": "<|im_end|>\n<|im_start|>system\n",
+    }
+    # Without a system message the template writes its own: the fixed part holds it.
+    assert costs.fixed[False] - costs.fixed[True] == vocabulary.count(
+        tok,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+        "Hugging Face<|im_end|>\n",
+    )
+
+
+def test_a_template_that_rewrites_the_contents_is_not_measured():
+    tok = tokenizer()
+    stripped = [(r.messages, r.text.upper()) for r in rendered_probes()]
+    assert measure(stripped, lambda text: vocabulary.count(tok, text), 0) is None
+
+
+@pytest.mark.parametrize(
+    ("pre", "add_bos"), [("gpt-2", False), ("llama-bpe", True), ("qwen2", False)]
+)
+def test_two_thousand_turns_are_counted_exactly_through_compressions_and_system_prompts(
+    pre, add_bos
+):
+    """Every figure the counter gives is the tokenizer's count of the prompt the template
+    renders, over 2,000 turns with 20 compressions and the system prompt set, changed and
+    removed (so the prompt opens with and without a system message)."""
+    tok = tokenizer(pre, add_bos)
+    rng = random.Random(18)
+    ledger = Ledger(lambda digest: tok if digest == "d" else None)
+    for event in (
+        SessionOpened(session_id="s", state=ConversationState(system_prompt="Be brief.")),
+        ModelSelected(model="m", size=1 << 20, num_ctx=1 << 20),
+        ContextSizeChosen(model="m", size=1 << 20, num_ctx=1 << 20, reason="test"),
+        VocabularyLoaded(model="m", digest="d", tokens=tok.get_vocab_size()),
+        *rendered_probes(),
+    ):
+        ledger.apply(event)
+    assert ledger.accounting.method() == "exact"
+    compressions = mismatches = 0
+    for turn in range(2000):
+        role = "user" if turn % 2 == 0 else "assistant"
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 4)))
+        ledger.apply(MessageAdded(message=Message(id=f"m{turn}", role=role, content=text)))
+        if turn % 100 == 99:
+            covered = tuple(m.id for m in ledger.conversation.messages[:-4])
+            summary = "Summary: " + rng.choice(PIECES)
+            ledger.apply(
+                CompressionCompleted(
+                    ref=f"c{compressions}",
+                    strategy="hybrid",
+                    covered_ids=covered,
+                    summary=summary,
+                    pinned=(rng.choice(PIECES),),
+                    original_tokens=1,
+                    compressed_tokens=1,
+                    ratio=1.0,
+                )
+            )
+            compressions += 1
+        if turn % 250 == 0:
+            ledger.apply(SystemPromptSet(text=rng.choice(("", "Be brief.", "  Answer in German."))))
+        expected = real_count(tok, ledger.conversation.prompt_messages())
+        mismatches += ledger.accounting.used() != expected
+    assert compressions == 20
+    assert mismatches == 0
+
+
+def test_without_the_vocabulary_the_count_says_it_is_estimated():
+    ledger = Ledger()
+    ledger.apply(ModelSelected(model="m", size=4096, num_ctx=4096))
+    assert ledger.accounting.method() == "estimated"
+    ledger.apply(VocabularyLoaded(model="m", digest="gone", tokens=1))  # not in the cache
+    assert ledger.accounting.method() == "estimated"
+    assert "not yet calibrated" in METHODS["estimated"]
+
+
+@pytest.mark.parametrize("answer", ["loaded", "unavailable"])
+async def test_nothing_is_sent_before_the_counting_is_settled(answer):
+    tok = tokenizer()
+    specs = [
+        *core_specs(Settings(), lambda digest: tok),
+        ChildSpec(name="provider", factory=ScriptedProviderActor),
+    ]
+    async with open_harness(*specs) as h:
+        await h.publish(SessionOpened(session_id="s", state=ConversationState()))
+        await h.inject(ModelSelected(model="m", size=4096, num_ctx=4096, vocabulary=True))
+        await h.inject(UserSubmitted(text="hello there"))
+        await h.settle()
+        assert h.events(ChatRequested) == [], "the model's vocabulary is still coming"
+        if answer == "loaded":
+            for event in (*rendered_probes(), VocabularyLoaded(model="m", digest="d", tokens=1)):
+                await h.publish(event)
+        else:
+            await h.publish(VocabularyUnavailable(model="m", reason="its 'x' vocabulary"))
+        await h.settle()
+        (request,) = h.events(ChatRequested)
+        if answer == "loaded":
+            assert request.prompt_tokens == real_count(
+                tok, [Message(id="m1", role="user", content="hello there")]
+            )
+        else:
+            assert request.prompt_tokens > 0
