@@ -236,6 +236,9 @@ class FakeModel:
     """The KV cache type the server runs for it (`OLLAMA_KV_CACHE_TYPE` with flash attention)."""
     parallel: int = 1
     """The server's `OLLAMA_NUM_PARALLEL`: its runner holds a whole context per slot."""
+    vocabulary: dict[str, Any] = field(default_factory=dict)
+    """`tokenizer.ggml.*` keys, as `/api/show` verbose gives them (none: an empty vocabulary,
+    as for a model whose vocabulary ollm cannot use)."""
 
     def model_info(self) -> dict[str, Any]:
         a = self.architecture
@@ -250,6 +253,7 @@ class FakeModel:
             f"{a}.embedding_length": self.embedding,
             f"{a}.context_length": self.context_length,
             "tokenizer.ggml.tokens": [],
+            **self.vocabulary,
         }
 
     def card(self) -> Card:

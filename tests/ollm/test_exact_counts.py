@@ -17,6 +17,7 @@ import pytest
 from actors import ChildSpec
 from actors.testing import open_harness
 from ollm import vocabulary
+from ollm.cli.render import stats
 from ollm.config import Settings
 from ollm.context.token_counter import Ledger
 from ollm.core import core_specs
@@ -35,10 +36,14 @@ from ollm.events import (
     VocabularyLoaded,
     VocabularyUnavailable,
 )
+from ollm.paths import cache_dir
 from ollm.providers.scripted import ScriptedProviderActor
 from ollm.template_costs import measure, probes
 from ollm.tokens import METHODS
-from tests.fakes.vocabulary import byte_vocabulary, render_chatml
+from tests.fakes.ollama_server import FakeModel, OllamaTestServer, open_ollama_server
+from tests.fakes.vocabulary import LLAMA3_SPECIALS, byte_vocabulary, render_chatml
+
+from .live import open_live
 
 pytestmark = pytest.mark.anyio
 
@@ -191,3 +196,53 @@ async def test_nothing_is_sent_before_the_counting_is_settled(answer):
             )
         else:
             assert request.prompt_tokens > 0
+
+
+# --- live, against the test server ----------------------------------------------------------
+
+
+def verbose_shows(server: OllamaTestServer) -> int:
+    return sum(
+        1 for r in server.requests if r.path == "/api/show" and (r.body or {}).get("verbose")
+    )
+
+
+async def test_the_vocabulary_is_fetched_once_then_read_from_the_cache_and_counts_exactly():
+    """The first session fetches the vocabulary (`/api/show` verbose) and caches it under the
+    model's digest; the next one reads it from the cache. Both predict the first prompt — the
+    test server's own template, rendered over HTTP for the probes — token for token."""
+    server = OllamaTestServer()
+    info = byte_vocabulary(specials=LLAMA3_SPECIALS)
+    server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", vocabulary=info)
+    tok = vocabulary.build_tokenizer(info)
+    async with open_ollama_server(server):
+        for session in range(2):
+            async with open_live(server) as live:
+                await live.say("Der Fluss: JOB-90211 at ip-10-42-7-19, 🦊, def f(x): return x")
+                (loaded,) = live.h.events(VocabularyLoaded)
+                assert loaded.cached is (session == 1)
+                (request,) = live.h.events(ChatRequested)
+                wire = [msgspec.to_builtins(m) for m in request.messages]
+                text = server.runner.render_text(None, wire, None)
+                assert request.prompt_tokens == len(tok.encode(text).ids)
+                assert "counting: exact: the model's own tokenizer" in stats(live.session.status)
+    assert verbose_shows(server) == 1
+    assert list((cache_dir() / "tokenizers").glob("*.json")), "kept in the user cache"
+
+
+async def test_a_model_without_a_usable_vocabulary_is_counted_by_the_calibrated_estimate():
+    server = OllamaTestServer()
+    sentencepiece = {**byte_vocabulary(), "tokenizer.ggml.model": "llama"}
+    server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", vocabulary=sentencepiece)
+    async with open_ollama_server(server):
+        for session in range(2):
+            async with open_live(server) as live:
+                (unavailable,) = live.h.events(VocabularyUnavailable)
+                assert "SentencePiece" in unavailable.reason
+                before = "calibrated estimate" if session else "estimate, not yet calibrated"
+                assert f"counting: {before}" in stats(live.session.status), "the last session's"
+                assert isinstance(await live.say("hello there"), MessageAdded)
+                shown = stats(live.session.status)
+                assert "counting: calibrated estimate" in shown, shown
+                assert "the vocabulary: its SentencePiece vocabulary" in shown
+    assert verbose_shows(server) == 1, "the refusal is remembered for the digest"
