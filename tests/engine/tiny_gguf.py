@@ -68,8 +68,10 @@ def write_model(
     *,
     pre: str = "gpt-2",
     merges: tuple[str, ...] = tuple(MERGES),
+    add_bos: bool = False,
 ) -> Path:
-    """A GGUF of `shape`; `pre` names llama.cpp's pre-tokenizer, `merges` the BPE merges."""
+    """A GGUF of `shape`; `pre` names llama.cpp's pre-tokenizer, `merges` the BPE merges,
+    `add_bos` whether llama.cpp puts BOS before every prompt."""
     import gguf
     import numpy as np
 
@@ -107,7 +109,7 @@ def write_model(
     w.add_token_merges(list(merges))
     w.add_bos_token_id(bos)
     w.add_eos_token_id(eos)
-    w.add_add_bos_token(False)
+    w.add_add_bos_token(add_bos)
     w.add_chat_template(CHATML)
     q, kv = shape.n_head * shape.head_dim, shape.n_kv * shape.head_dim
     w.add_tensor("token_embd.weight", weights(n_vocab, shape.n_embd))
