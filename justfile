@@ -40,6 +40,7 @@ bench:
     {{py}} scripts/bench_startup.py
     {{py}} scripts/bench_single_slot.py
     {{py}} scripts/bench_calibration.py
+    {{py}} scripts/bench_exact_counts.py
 
 # start the chat REPL
 chat *ARGS:
