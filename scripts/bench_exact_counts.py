@@ -15,6 +15,7 @@ Target: one message stays flat from 10k to 100k tokens.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,10 @@ def from_scratch(messages: tuple[Message, ...], tokenizer: Any | None) -> int:
     return acc.used()
 
 
+def chars4(messages: tuple[Message, ...]) -> int:
+    return sum(len(m.content) // 4 for m in messages)
+
+
 def one_message(acc: Accounting, new: Message) -> int:
     acc.add(new)
     used = acc.used()
@@ -107,12 +112,12 @@ def main() -> None:
         messages = chat(text, tokens)
         new = Message(id="new", role="user", content=text[5000:6200])
         exact_total = from_scratch(messages, tokenizer)
-        scratch = best(lambda m=messages: from_scratch(m, tokenizer), repeats)
-        scratch_est = best(lambda m=messages: from_scratch(m, None), repeats)
-        scratch_c4 = best(lambda m=messages: sum(len(x.content) // 4 for x in m), repeats)
+        scratch = best(partial(from_scratch, messages, tokenizer), repeats)
+        scratch_est = best(partial(from_scratch, messages, None), repeats)
+        scratch_c4 = best(partial(chars4, messages), repeats)
         exact_one = per_new_message(messages, new, tokenizer)
         est_one = per_new_message(messages, new, None)
-        c4_one = best(lambda n=new: len(n.content) // 4, 50)
+        c4_one = best(partial(chars4, (new,)), 50)
         turn[tokens] = exact_one
         print(
             f"{tokens:>8,} tok  {exact_total:>12,}{scratch * 1e3:>12.1f} ms"

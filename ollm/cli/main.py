@@ -202,11 +202,18 @@ def _replay(wanted: str, check: bool, events: bool) -> int:
             _say(line)
         return 0
     try:
-        log, result = anyio.run(check_session, home, wanted, backend="asyncio")
+        checked = anyio.run(check_session, home, wanted, backend="asyncio")
     except RecordsError as exc:
         return _fail(str(exc))
     except ValueError as exc:
         return _fail(f"{wanted}: {exc}")
+    log, result = checked.log, checked.result
+    if checked.missing:
+        _say(
+            f"note: the tokenizer of {', '.join(checked.missing)} is not in this machine's "
+            "cache, so the replay counts by the estimate and its figures may differ; a chat "
+            "with the model fetches it again"
+        )
     if log.torn_line:
         _say(
             f"note: line {log.torn_line} of {wanted} was torn by a crash; "

@@ -7,12 +7,14 @@ export, a golden log, a session of an earlier version) is read as a file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from actors import LogContents, LogError, ReplayResult, read_log
+from actors import Envelope, LogContents, LogError, ReplayResult, read_log
 
-from ..core import replay_log
-from ..events import AnyEvent
+from ..core import replay_log, tokenizer_cache
+from ..events import AnyEvent, VocabularyLoaded
 from ..storage.journal import (
     DATABASE,
     JournalError,
@@ -79,24 +81,44 @@ def session_log(home: Path, wanted: str) -> LogContents:
         connection.close()
 
 
-async def check_session(home: Path, wanted: str) -> tuple[LogContents, ReplayResult]:
+@dataclass(frozen=True)
+class Checked:
+    log: LogContents
+    """The log's header and crash points."""
+    result: ReplayResult
+    missing: tuple[str, ...]
+    """Models whose tokenizer the session counted with and this machine's cache lacks: the
+    replay counted them by the estimate, so its figures may differ from the recording's."""
+
+
+async def check_session(home: Path, wanted: str) -> Checked:
     """Replay the session `wanted` names (a file, or a session streamed from the journal)
-    and compare its decisions; returns the log's header and crash points with the result.
+    and compare its decisions.
 
     Raises:
         RecordsError: no such file or session, or it cannot be read.
         ValueError: its header holds settings this version cannot use.
     """
+    cache = tokenizer_cache()
+    missing: list[str] = []
+
+    def observe(envelope: Envelope[Any]) -> None:
+        event = envelope.event
+        if isinstance(event, VocabularyLoaded) and not cache.has(event.digest):
+            missing.append(f"{event.model} ({event.digest[:19]})")
+
     if _is_file(wanted) or not (home / DATABASE).exists():
         log = session_log(home, wanted)
-        return log, await replay_log(log, keep=False)
+        result = await replay_log(log, keep=False, observe=observe)
+        return Checked(log, result, tuple(dict.fromkeys(missing)))
     try:
         connection = connect(home, readonly=True)
     except JournalError as exc:
         raise RecordsError(str(exc)) from exc
     try:
         meta, rows = stream_session(connection, home, find(connection, wanted), AnyEvent)
-        return meta, await replay_log(meta, envelopes=rows, keep=False)
+        result = await replay_log(meta, envelopes=rows, keep=False, observe=observe)
+        return Checked(meta, result, tuple(dict.fromkeys(missing)))
     except JournalError as exc:
         raise RecordsError(str(exc)) from exc
     finally:

@@ -10,6 +10,7 @@ system prompt and switch the template's shape. (The engine tier holds the same t
 from __future__ import annotations
 
 import random
+import shutil
 
 import msgspec
 import pytest
@@ -29,6 +30,7 @@ from ollm.events import (
     Message,
     MessageAdded,
     ModelSelected,
+    Role,
     SessionOpened,
     SystemPromptSet,
     TemplateRendered,
@@ -36,7 +38,8 @@ from ollm.events import (
     VocabularyLoaded,
     VocabularyUnavailable,
 )
-from ollm.paths import cache_dir
+from ollm.live import check_session
+from ollm.paths import cache_dir, data_home
 from ollm.providers.scripted import ScriptedProviderActor
 from ollm.template_costs import measure, probes
 from ollm.tokens import METHODS
@@ -134,7 +137,7 @@ def test_two_thousand_turns_are_counted_exactly_through_compressions_and_system_
     assert ledger.accounting.method() == "exact"
     compressions = mismatches = 0
     for turn in range(2000):
-        role = "user" if turn % 2 == 0 else "assistant"
+        role: Role = "user" if turn % 2 == 0 else "assistant"
         text = "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 4)))
         ledger.apply(MessageAdded(message=Message(id=f"m{turn}", role=role, content=text)))
         if turn % 100 == 99:
@@ -246,3 +249,19 @@ async def test_a_model_without_a_usable_vocabulary_is_counted_by_the_calibrated_
                 assert "counting: calibrated estimate" in shown, shown
                 assert "the vocabulary: its SentencePiece vocabulary" in shown
     assert verbose_shows(server) == 1, "the refusal is remembered for the digest"
+
+
+async def test_a_session_counted_exactly_replays_and_a_replay_without_its_tokenizer_says_so():
+    server = OllamaTestServer()
+    info = byte_vocabulary(specials=LLAMA3_SPECIALS)
+    server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", vocabulary=info)
+    async with open_ollama_server(server), open_live(server) as live:
+        for text in ("first: JOB-90211 🦊", "second, in Deutsch: Größe"):
+            await live.say(text)
+        session_id = live.session.session_id
+    checked = await check_session(data_home(), session_id)
+    assert checked.result.divergence is None and checked.missing == ()
+    shutil.rmtree(cache_dir() / "tokenizers")
+    checked = await check_session(data_home(), session_id)
+    assert [m.split(" ")[0] for m in checked.missing] == ["llama3.1:8b"]
+    assert checked.result.divergence is not None, "its counts were the tokenizer's"
