@@ -2,15 +2,20 @@
 
 `POST /api/show` with `"verbose": true` returns the GGUF's whole vocabulary in `model_info`
 (`tokenizer.ggml.*`). From it this module builds the tokenizer with Hugging Face
-`tokenizers` — a maintained BPE, not a hand-written one — splitting text first as llama.cpp
-does for the vocabulary's `tokenizer.ggml.pre` (its regexes, in its order), then byte-level
-BPE with the GGUF's merges. Control and user-defined tokens are matched whole, as llama.cpp
-matches them in a rendered prompt.
+`tokenizers` — a maintained BPE, not a hand-written one. Control and user-defined tokens are
+matched whole, as llama.cpp matches them in a rendered prompt.
 
-Supported: byte-level BPE (`tokenizer.ggml.model` = `gpt2`) with the pre-tokenizers below,
-each held to llama.cpp's own tokenizer in `tests/engine/test_vocabulary.py`. SentencePiece
-vocabularies (`llama`) and other pre-tokenizers are refused (`Unsupported`): counting then
-stays with the calibrated estimate.
+Supported, each held to llama.cpp's own tokenizer in `tests/engine/test_vocabulary.py`:
+
+- byte-level BPE (`tokenizer.ggml.model` = `gpt2`: llama 3, Qwen 2/2.5/3, SmolLM, …), text
+  split first as llama.cpp splits it for the vocabulary's `tokenizer.ggml.pre` (its regexes,
+  in its order), then the GGUF's merges;
+- SentencePiece (`llama`: Llama 2, Mistral, Gemma, Phi-3, …), as llama.cpp runs it: the
+  pieces' scores as merges, byte fallback, `▁` before the text and after each special token
+  where `add_space_prefix` asks.
+
+Other vocabularies and pre-tokenizers are refused (`Unsupported`): counting then stays with
+the calibrated estimate.
 
 The beginning-of-sequence token llama.cpp adds to every prompt (`add_bos_token`) is the
 tokenizer's post-processor, so a cached `tokenizer.json` holds everything counting needs.
@@ -50,7 +55,9 @@ IGNORE_MERGES = frozenset({"llama3", "llama-v3", "llama-bpe"})
 """Where llama.cpp takes a piece that is itself in the vocabulary whole, before merging."""
 BOS_BY_DEFAULT = IGNORE_MERGES
 """Where llama.cpp adds BOS when the GGUF does not say (`add_bos_token` absent)."""
-CONTROL, USER_DEFINED = 3, 4
+NORMAL, CONTROL, USER_DEFINED = 1, 3, 4
+SPACE = "\u2581"
+"""SentencePiece's space, `▁`."""
 """`tokenizer.ggml.token_type` values matched whole in a prompt."""
 
 
@@ -62,32 +69,43 @@ def build_tokenizer(info: Mapping[str, Any]) -> Any:
     """The `tokenizers.Tokenizer` for a model's `model_info` (from `/api/show` verbose).
 
     Raises:
-        Unsupported: not byte-level BPE, a pre-tokenizer not known here, or no vocabulary
-            (an `/api/show` without `verbose` leaves the arrays empty).
+        Unsupported: neither byte-level BPE nor SentencePiece, a pre-tokenizer not known
+            here, or no vocabulary (an `/api/show` without `verbose` leaves the arrays empty).
     """
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import AddedToken, processors
 
     kind = info.get("tokenizer.ggml.model")
-    pre = str(info.get("tokenizer.ggml.pre") or "default")
     tokens: Sequence[str] = info.get("tokenizer.ggml.tokens") or ()
-    merges: Sequence[str] = info.get("tokenizer.ggml.merges") or ()
     if not tokens:
         raise Unsupported("Ollama sent no vocabulary for it")
-    if kind == "llama":
-        raise Unsupported("its SentencePiece vocabulary is not one ollm reproduces exactly yet")
-    if kind != "gpt2":
+    if kind == "gpt2":
+        tokenizer, bos_by_default = _byte_level(info, tokens)
+    elif kind == "llama":
+        tokenizer, bos_by_default = _sentencepiece(info, tokens), True
+    else:
         raise Unsupported(f"its {str(kind)[:40]!r} vocabulary is not one ollm reproduces")
+    types: Sequence[int] = info.get("tokenizer.ggml.token_type") or ()
+    whole = [tokens[i] for i, t in enumerate(types) if t in (CONTROL, USER_DEFINED)]
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in whole])
+    bos = info.get("tokenizer.ggml.bos_token_id")
+    add_bos = info.get("tokenizer.ggml.add_bos_token", bos_by_default)
+    if add_bos and isinstance(bos, int) and 0 <= bos < len(tokens):
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{tokens[bos]}:0 $A:0", special_tokens=[(tokens[bos], bos)]
+        )
+    return tokenizer
+
+
+def _byte_level(info: Mapping[str, Any], tokens: Sequence[str]) -> tuple[Any, bool]:
+    """Byte-level BPE split first by llama.cpp's regexes for the vocabulary's `pre`; and
+    whether llama.cpp adds BOS to it when the GGUF does not say."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    pre = str(info.get("tokenizer.ggml.pre") or "default")
     splits = SPLITS.get(pre)
     if splits is None:
         raise Unsupported(f"its {pre[:40]!r} pre-tokenizer is not one ollm reproduces")
+    merges: Sequence[str] = info.get("tokenizer.ggml.merges") or ()
     vocab = {token: index for index, token in enumerate(tokens)}  # the last one wins
     pairs = [(left, right) for left, _, right in (m.partition(" ") for m in merges)]
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in IGNORE_MERGES))
@@ -98,15 +116,52 @@ def build_tokenizer(info: Mapping[str, Any]) -> Any:
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer, pre in BOS_BY_DEFAULT
+
+
+def _sentencepiece(info: Mapping[str, Any], tokens: Sequence[str]) -> Any:
+    """SentencePiece's BPE as llama.cpp runs it: spaces as `▁` (one before the text, and after
+    each special token, where the GGUF asks), then the adjacent pair whose joined piece scores
+    highest merges first, and what no piece covers falls back to byte tokens. As merges:
+    every split of a piece into two pieces, in the order of the piece's score."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    scores: Sequence[float] = info.get("tokenizer.ggml.scores") or ()
     types: Sequence[int] = info.get("tokenizer.ggml.token_type") or ()
-    whole = [tokens[i] for i, t in enumerate(types) if t in (CONTROL, USER_DEFINED)]
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in whole])
-    bos = info.get("tokenizer.ggml.bos_token_id")
-    add_bos = info.get("tokenizer.ggml.add_bos_token", pre in BOS_BY_DEFAULT)
-    if add_bos and isinstance(bos, int) and 0 <= bos < len(tokens):
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{tokens[bos]}:0 $A:0", special_tokens=[(tokens[bos], bos)]
+    if len(scores) != len(tokens) or len(types) != len(tokens):
+        raise Unsupported("its SentencePiece vocabulary came without scores or token types")
+    if info.get("tokenizer.ggml.remove_extra_whitespaces"):
+        raise Unsupported("its SentencePiece vocabulary folds whitespace, which ollm does not")
+    vocab = {token: index for index, token in enumerate(tokens)}
+    ranked = sorted(
+        (i for i, t in enumerate(types) if t in (NORMAL, USER_DEFINED)),
+        key=lambda i: (-scores[i], i),
+    )
+    merges = [
+        (piece[:cut], piece[cut:])
+        for piece in (tokens[i] for i in ranked)
+        for cut in range(1, len(piece))
+        if piece[:cut] in vocab and piece[cut:] in vocab
+    ]
+    unknown = info.get("tokenizer.ggml.unknown_token_id", 0)
+    tokenizer = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=merges,
+            unk_token=tokens[unknown]
+            if isinstance(unknown, int) and unknown < len(tokens)
+            else None,
+            fuse_unk=True,
+            byte_fallback=True,
         )
+    )
+    steps = [normalizers.Replace(" ", SPACE)]
+    if info.get("tokenizer.ggml.add_space_prefix", True):
+        steps.insert(0, normalizers.Prepend(SPACE))
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
     return tokenizer
 
 

@@ -86,6 +86,8 @@ def toolbar(status: Status, now: float) -> str:
         parts.append(f"{'VRAM' if gpu else 'RAM'} {format_bytes_of(used, total)}")
     if status.warming:
         parts.append("warming up the model…")
+    elif status.reading_vocabulary:
+        parts.append("reading the model's vocabulary…")
     if status.compressing_since is not None:
         elapsed = max(0.0, now - status.compressing_since)
         parts.append(f"{SPINNER[int(elapsed * 8) % len(SPINNER)]} compressing {elapsed:.0f}s")

@@ -30,6 +30,7 @@ from ..events import (
     SnapshotCreated,
     SnapshotsDeleted,
     UsageChanged,
+    VocabularyLoaded,
     VocabularyUnavailable,
 )
 from ..gpu.records import filling_first
@@ -61,6 +62,8 @@ class Status:
     """A size was chosen and the model is loading with it (the toolbar says so)."""
     vocabulary_unavailable: str = ""
     """Why the model's own tokenizer cannot be had ("" when it can, or is not known yet)."""
+    reading_vocabulary: bool = False
+    """The model's vocabulary is being fetched or read (nothing is sent until it is)."""
 
     def apply(self, envelope: Envelope[Any]) -> None:
         event = envelope.event
@@ -68,10 +71,15 @@ class Status:
         match event:
             case ModelSelected():
                 self.selected, self.vocabulary_unavailable = event, ""
+                self.reading_vocabulary = event.vocabulary
             case VocabularyUnavailable(model=model, reason=reason) if (
                 self.selected is not None and self.selected.model == model
             ):
-                self.vocabulary_unavailable = reason
+                self.vocabulary_unavailable, self.reading_vocabulary = reason, False
+            case VocabularyLoaded(model=model) if (
+                self.selected is not None and self.selected.model == model
+            ):
+                self.reading_vocabulary = False
             case ContextSizeChosen():
                 self.chosen, self.warming = event, True
             case KvTypeLearned() if self.selected and self.selected.model == event.model:

@@ -13,17 +13,27 @@ from ollm.events import ChatRequested, VocabularyLoaded
 
 from .real_server import start
 from .test_real_model import config, journal, lines, run
-from .test_vocabulary import MERGES, TEXTS
+from .test_vocabulary import MERGES, PIECES, TEXTS
 from .tiny_gguf import SHAPES, write_model
 
 SAID = [TEXTS[kind] for kind in ("prose", "code", "non-English", "identifiers")]
 
 
 @pytest.mark.parametrize(
-    ("pre", "add_bos"), [("gpt-2", False), ("llama-bpe", True), ("qwen2", False), ("smollm", False)]
+    ("pre", "add_bos"),
+    [
+        ("gpt-2", False),
+        ("llama-bpe", True),
+        ("qwen2", False),
+        ("smollm", False),
+        ("sentencepiece", True),
+    ],
 )
 def test_every_prompt_is_predicted_to_the_token_before_it_is_sent(tmp_path: Path, pre, add_bos):
-    gguf = write_model(tmp_path / f"{pre}.gguf", SHAPES[1], pre=pre, merges=MERGES, add_bos=add_bos)
+    pieces = PIECES if pre == "sentencepiece" else ()
+    gguf = write_model(
+        tmp_path / f"{pre}.gguf", SHAPES[1], pre=pre, merges=MERGES, add_bos=add_bos, pieces=pieces
+    )
     server = start(gguf)
     try:
         result = run(server, config(tmp_path, size=2048, reply=16), stdin=lines(*SAID))

@@ -50,6 +50,14 @@ MERGES = (
     ". Ċ",
 )
 
+# A SentencePiece vocabulary, highest score first: pieces that merge across spaces (`▁`),
+# newlines, digits and letters, then single characters; the rest falls back to bytes.
+PIECES = (
+    *("▁the", "▁qu", "ick", "▁▁▁▁", "▁▁", "\n\n", "er", "in", "on", "he", "▁t", "▁a"),
+    *("123", "12", "202", "20", "▁", "\n", "Ö", "é", "東", "京"),
+    *"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;'?!-_()[]{}/=<>|",
+)
+
 
 def engine_ids(model: object, text: str) -> list[int]:
     """llama.cpp's own tokenization of `text` in a prompt: special tokens parsed, no BOS."""
@@ -83,6 +91,20 @@ def test_each_pre_tokenizer_splits_as_llama_cpp_does(tmp_path, pre):
         assert ours == engine_ids(model, text), (pre, kind)
 
 
+@pytest.mark.parametrize("space_prefix", [True, False])
+def test_a_sentencepiece_vocabulary_tokenizes_as_llama_cpp_does(tmp_path, space_prefix):
+    """llama.cpp's SentencePiece BPE (scores, byte fallback, `▁` before the text and after
+    each special token when `add_space_prefix`), built as merges for `tokenizers`."""
+    path = write_model(
+        tmp_path / "spm.gguf", SHAPES[0], pieces=PIECES, add_space_prefix=space_prefix
+    )
+    tokenizer = build_tokenizer(model_info(path, verbose=True))
+    model = cy.LlamaModel(path_model=str(path))
+    for kind, text in TEXTS.items():
+        ours = tokenizer.encode(text, add_special_tokens=False).ids
+        assert ours == engine_ids(model, text), (space_prefix, kind)
+
+
 def test_the_texts_tell_the_pre_tokenizers_apart(tmp_path):
     """A wrong regex for a vocabulary is caught: each pair of these pre-tokenizers counts at
     least one of the texts differently."""
@@ -97,7 +119,7 @@ def test_the_texts_tell_the_pre_tokenizers_apart(tmp_path):
 def test_vocabularies_it_cannot_reproduce_are_refused_with_the_reason(tmp_path):
     path = write_model(tmp_path / "m.gguf", SHAPES[0])
     info = model_info(path, verbose=True)
-    with pytest.raises(Unsupported, match="its SentencePiece vocabulary is not one ollm"):
+    with pytest.raises(Unsupported, match="its SentencePiece vocabulary came without scores"):
         build_tokenizer({**info, "tokenizer.ggml.model": "llama"})
     with pytest.raises(Unsupported, match="its 'rwkv' vocabulary is not one ollm reproduces"):
         build_tokenizer({**info, "tokenizer.ggml.model": "rwkv"})

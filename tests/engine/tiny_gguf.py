@@ -69,21 +69,36 @@ def write_model(
     pre: str = "gpt-2",
     merges: tuple[str, ...] = tuple(MERGES),
     add_bos: bool = False,
+    pieces: tuple[str, ...] = (),
+    add_space_prefix: bool = True,
 ) -> Path:
     """A GGUF of `shape`; `pre` names llama.cpp's pre-tokenizer, `merges` the BPE merges,
-    `add_bos` whether llama.cpp puts BOS before every prompt."""
+    `add_bos` whether llama.cpp puts BOS before every prompt. With `pieces` the vocabulary is
+    SentencePiece's instead (`tokenizer.ggml.model` = `llama`): `<unk>`, `<s>`, `</s>`, the
+    256 byte tokens, then `pieces`, highest score first (`add_space_prefix` as the GGUF says)."""
     import gguf
     import numpy as np
 
     rng = np.random.default_rng(seed)
     table = bytes_to_unicode()
-    tokens = [table[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokens += specials
-    normal = len(tokens) - len(specials)
-    types = [gguf.TokenType.NORMAL] * normal + [gguf.TokenType.CONTROL] * len(specials)
+    scores: list[float] = []
+    if pieces:
+        tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *pieces]
+        types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+        types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * len(pieces)
+        scores = [0.0] * 259 + [-float(i) for i in range(len(pieces))]
+        tokens += specials[1:]
+        types += [gguf.TokenType.CONTROL] * 2
+        scores += [0.0, 0.0]
+        bos, eos = 1, len(tokens) - 1
+    else:
+        tokens = [table[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
+        tokens += specials
+        normal = len(tokens) - len(specials)
+        types = [gguf.TokenType.NORMAL] * normal + [gguf.TokenType.CONTROL] * len(specials)
+        bos, eos = normal, normal + 2
     n_vocab = len(tokens)
-    bos, eos = normal, normal + 2
 
     def weights(*dims: int) -> Any:
         # F16 weights keep every file well under 2 MB; norms stay F32.
@@ -102,11 +117,19 @@ def write_model(
     w.add_layer_norm_rms_eps(1e-5)
     if shape.sliding_window:
         w.add_sliding_window(shape.sliding_window)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(list(merges))
+    if pieces:
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_scores(scores)
+        w.add_unk_token_id(0)
+        w.add_add_space_prefix(add_space_prefix)
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(list(merges))
     w.add_bos_token_id(bos)
     w.add_eos_token_id(eos)
     w.add_add_bos_token(add_bos)
