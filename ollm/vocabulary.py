@@ -155,10 +155,10 @@ def _sentencepiece(info: Mapping[str, Any], tokens: Sequence[str]) -> Any:
             byte_fallback=True,
         )
     )
-    steps = [normalizers.Replace(" ", SPACE)]
-    if info.get("tokenizer.ggml.add_space_prefix", True):
-        steps.insert(0, normalizers.Prepend(SPACE))
-    tokenizer.normalizer = normalizers.Sequence(steps)
+    prefix = (
+        [normalizers.Prepend(SPACE)] if info.get("tokenizer.ggml.add_space_prefix", True) else []
+    )
+    tokenizer.normalizer = normalizers.Sequence([*prefix, normalizers.Replace(" ", SPACE)])
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     )
