@@ -235,19 +235,19 @@ async def test_the_vocabulary_is_fetched_once_then_read_from_the_cache_and_count
 
 async def test_a_model_without_a_usable_vocabulary_is_counted_by_the_calibrated_estimate():
     server = OllamaTestServer()
-    sentencepiece = {**byte_vocabulary(), "tokenizer.ggml.model": "llama"}
-    server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", vocabulary=sentencepiece)
+    rwkv = {**byte_vocabulary(), "tokenizer.ggml.model": "rwkv"}
+    server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", vocabulary=rwkv)
     async with open_ollama_server(server):
         for session in range(2):
             async with open_live(server) as live:
                 (unavailable,) = live.h.events(VocabularyUnavailable)
-                assert "SentencePiece" in unavailable.reason
+                assert unavailable.reason == "its 'rwkv' vocabulary is not one ollm reproduces"
                 before = "calibrated estimate" if session else "estimate, not yet calibrated"
                 assert f"counting: {before}" in stats(live.session.status), "the last session's"
                 assert isinstance(await live.say("hello there"), MessageAdded)
                 shown = stats(live.session.status)
                 assert "counting: calibrated estimate" in shown, shown
-                assert "the vocabulary: its SentencePiece vocabulary" in shown
+                assert "the vocabulary: its 'rwkv' vocabulary" in shown
     assert verbose_shows(server) == 1, "the refusal is remembered for the digest"
 
 
