@@ -453,6 +453,11 @@ class UsageChanged(Event, frozen=True, kw_only=True, tag="usage.changed"):
 
     used_tokens: int
     limit_tokens: int
+    newest_tokens: int = 0
+    """Of `used_tokens`, the newest turn's (from the last user message on)."""
+    base_tokens: int = 0
+    """Of `used_tokens`, what every request carries: the system prompt, the pinned facts and
+    summary, and the template's own tokens."""
 
 
 class CalibrationChanged(Event, frozen=True, kw_only=True, tag="usage.calibrated"):

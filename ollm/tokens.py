@@ -303,13 +303,20 @@ class Accounting:
 
     def used(self) -> int:
         """Tokens the next prompt will take, as far as is known now."""
+        content = math.ceil(self.raw_total * self.factor)
+        return content + self.overhead_total + self.outside_messages() + self.correction
+
+    def outside_messages(self) -> int:
+        """The prompt's tokens that are no message's: the template's own, the tools offered."""
         first = next(iter(self.messages.values()), None)
         opens_with_system = first is not None and first.role == "system"
-        content = math.ceil((self.raw_total + self.tools_raw) * self.factor)
-        fixed = (
-            self.overhead_total + self.tools_overhead + self._fixed(self.model, opens_with_system)
-        )
-        return content + fixed + self.correction
+        tools = math.ceil(self.tools_raw * self.factor) + self.tools_overhead
+        return tools + self._fixed(self.model, opens_with_system)
+
+    def tokens_of(self, message_id: str) -> int:
+        """One message's tokens as counted now (0 for one not counted)."""
+        counted = self.messages.get(message_id)
+        return counted.tokens(self.factor) if counted is not None else 0
 
     def add(self, message: Message) -> None:
         counted = self.count(message)

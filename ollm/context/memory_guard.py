@@ -28,7 +28,7 @@ from typing import get_args
 from actors import Actor, Context, Event
 
 from ..config import ContextSettings
-from ..conversation import Conversation, Folded, oldest_turns_to_drop, turns
+from ..conversation import Conversation, Folded, oldest_turns_to_drop
 from ..events import (
     CompressRequested,
     CriticalLimitHit,
@@ -45,7 +45,6 @@ from ..events import (
     UserNotified,
 )
 from ..memory import MiB, format_bytes
-from ..tokens import message_tokens
 
 
 def threshold_tokens(fraction: float, limit: int) -> int:
@@ -171,51 +170,40 @@ class Refuse:
 SendDecision = Send | DropFirst | Refuse
 
 
-def token_shares(conversation: Conversation, used: int) -> tuple[int, int]:
-    """The estimated tokens of the newest turn, and of what every request carries (system
-    prompt, pinned facts, summary): `used` split in proportion to the per-message counts."""
-    groups = turns(conversation.messages)
-    if not groups:
-        return 0, used
-    head = [m for m in (conversation.system_message(), conversation.context_message()) if m]
-    newest = sum(message_tokens(m) for m in groups[-1])
-    base = sum(message_tokens(m) for m in head)
-    total = sum(message_tokens(m) for m in conversation.messages) + base or 1
-    return used * newest // total, used * base // total
-
-
-def refused_tokens(policy: GuardPolicy, conversation: Conversation, used: int, num_ctx: int) -> int:
+def refused_tokens(policy: GuardPolicy, usage: UsageChanged, num_ctx: int) -> int:
     """The one refusal rule: the newest turn's tokens when, with what every request carries,
-    it cannot fit even alone, else 0."""
-    newest, base = token_shares(conversation, used)
+    it cannot fit even alone, else 0 (both as the token counter counts them)."""
+    newest, base = usage.newest_tokens, usage.base_tokens
     return newest if newest + base > policy.safe_limit(num_ctx) else 0
 
 
 def awaits_refusal(
-    policy: GuardPolicy, conversation: Conversation, used: int, num_ctx: int
+    policy: GuardPolicy, conversation: Conversation, usage: UsageChanged, num_ctx: int
 ) -> bool:
-    """Whether `used` counts a new message that the session will refuse and take out (the
+    """Whether `usage` counts a new message that the session will refuse and take out (the
     newest message is the user's, and cannot fit): a figure about to be withdrawn, which the
     thresholds must not act on."""
     messages = conversation.messages
-    return bool(
-        messages
-        and messages[-1].role == "user"
-        and refused_tokens(policy, conversation, used, num_ctx)
-    )
+    return bool(messages and messages[-1].role == "user" and refused_tokens(policy, usage, num_ctx))
 
 
 def before_send(
-    policy: GuardPolicy, conversation: Conversation, used: int, num_ctx: int, *, reduced: bool
+    policy: GuardPolicy,
+    conversation: Conversation,
+    usage: UsageChanged,
+    num_ctx: int,
+    *,
+    reduced: bool,
 ) -> SendDecision:
-    """What to do with the request about to go out for `conversation` at `used` tokens.
+    """What to do with the request about to go out for `conversation`, counted at `usage`.
 
     `reduced`: the oldest turns were already taken out for this request (they go once,
     unless what is left still does not fit the context at all: Ollama would refuse it).
     """
-    newest = refused_tokens(policy, conversation, used, num_ctx)
+    newest = refused_tokens(policy, usage, num_ctx)
     if newest:
         return Refuse(newest_tokens=newest)
+    used = usage.used_tokens
     if (not reduced or used >= num_ctx) and policy.level(used, num_ctx) >= Level.HARD:
         target = threshold_tokens(policy.compress_at, num_ctx)
         share = (used - target) / used if used else 0.0
@@ -242,9 +230,7 @@ def on_usage(
     conversation: Conversation | None = None,
 ) -> list[Event]:
     """The crossings `usage` makes; `conversation`, where given, is what it counts."""
-    if conversation is not None and awaits_refusal(
-        policy, conversation, usage.used_tokens, usage.limit_tokens
-    ):
+    if conversation is not None and awaits_refusal(policy, conversation, usage, usage.limit_tokens):
         return []  # the session refuses the message; the next figure is the real one
     events = policy.crossings(state.level, usage)
     state.level = policy.level(usage.used_tokens, usage.limit_tokens)

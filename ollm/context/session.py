@@ -140,7 +140,7 @@ def plan_send(
     conversation: Conversation,
     model: ModelSelected,
     num_ctx: int,
-    used: int,
+    usage: UsageChanged,
     guard: GuardPolicy,
     policy: SessionPolicy,
     *,
@@ -148,9 +148,9 @@ def plan_send(
     reduced: bool = False,
 ) -> ChatRequested | DropFirst | Refuse:
     """The one send path: the request to send now, or what must happen instead."""
-    decision = before_send(guard, conversation, used, num_ctx, reduced=reduced)
+    decision = before_send(guard, conversation, usage, num_ctx, reduced=reduced)
     if isinstance(decision, Send):
-        return chat_request(conversation, model, num_ctx, used, policy, attempt)
+        return chat_request(conversation, model, num_ctx, usage.used_tokens, policy, attempt)
     return decision
 
 
@@ -288,7 +288,7 @@ class SessionActor(Actor[Accepted]):
         self.conversation = Conversation()
         self.model: ModelSelected | None = None
         self.num_ctx = 0
-        self.used = 0
+        self.usage = UsageChanged(used_tokens=0, limit_tokens=0)
         self.phase: Phase = Idle()
         self.loaded = False
         """The model is loaded with the size in force (nothing is sent until it is)."""
@@ -338,8 +338,8 @@ class SessionActor(Actor[Accepted]):
                 self.clears += 1
                 self.queued.append(Clear(seq, self.clears))
                 await self._next(ctx)
-            case UsageChanged(used_tokens=used):
-                self.used = used
+            case UsageChanged():
+                self.usage = event
                 cause = ctx.current.causation if ctx.current is not None else None
                 if isinstance(phase, AwaitingUsage) and cause == phase.change_seq:
                     await self._try_send(ctx, phase.turn)
@@ -444,7 +444,7 @@ class SessionActor(Actor[Accepted]):
             self.conversation,
             self.model,
             self.num_ctx,
-            self.used,
+            self.usage,
             self.guard,
             self.policy,
             attempt=turn.attempt,
@@ -455,11 +455,14 @@ class SessionActor(Actor[Accepted]):
                 await self._refuse(ctx, turn, newest, causation)
             case DropFirst(removed_ids=removed):
                 text = (
-                    f"the context reached the hard limit ({self.used} of {self.num_ctx} tokens): "
+                    f"the context reached the hard limit ({self.usage.used_tokens} of "
+                    f"{self.num_ctx} tokens): "
                     f"the {len(removed)} oldest messages were taken out before sending"
                 )
                 reduced = replace(turn, reduced=True)
-                await self._reduce_then_send(ctx, removed, text, self.used, reduced, causation)
+                await self._reduce_then_send(
+                    ctx, removed, text, self.usage.used_tokens, reduced, causation
+                )
             case ChatRequested():
                 self.phase = Streaming(planned.request_id, turn)
                 await self._emit(ctx, planned, causation)
@@ -515,7 +518,7 @@ class SessionActor(Actor[Accepted]):
         text = refusal(newest, self.num_ctx)
         await self._emit(
             ctx,
-            ContextReduced(removed_ids=ids, reason=text, tokens_before=self.used),
+            ContextReduced(removed_ids=ids, reason=text, tokens_before=self.usage.used_tokens),
             causation,
         )
         overflow = replace(turn, failure="context_overflow")  # `ollm -p` exits 5

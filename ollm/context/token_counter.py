@@ -78,6 +78,24 @@ class Ledger:
                 vocabulary.prompt_start(exact.tokenizer),
             )
 
+    def usage(self) -> UsageChanged:
+        """The count now, with the two shares of it the refusal rule weighs: the newest turn,
+        and what every request carries."""
+        acc, conversation = self.accounting, self.conversation
+        head = (conversation.system_message(), conversation.context_message())
+        base = sum(acc.tokens_of(m.id) for m in head if m is not None) + acc.outside_messages()
+        newest = 0
+        for message in reversed(conversation.messages):
+            newest += acc.tokens_of(message.id)
+            if message.role == "user":
+                break
+        return UsageChanged(
+            used_tokens=acc.used(),
+            limit_tokens=acc.num_ctx,
+            newest_tokens=newest,
+            base_tokens=base,
+        )
+
     def _recount(self) -> None:
         self.accounting.reset(tuple(self.conversation.prompt_messages()))
 
@@ -223,6 +241,4 @@ class TokenCounterActor(Actor[Accepted]):
             return
         # Published after every change, even an unchanged figure: the session sends a request
         # on the usage that follows its message, so it must always come.
-        await ctx.publish(
-            UsageChanged(used_tokens=self.accounting.used(), limit_tokens=self.accounting.num_ctx)
-        )
+        await ctx.publish(self.ledger.usage())

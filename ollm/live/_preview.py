@@ -43,7 +43,7 @@ def next_request(status: Status, settings: Settings, text: str = PLACEHOLDER) ->
             ledger.conversation,
             status.selected,
             num_ctx,
-            ledger.accounting.used(),
+            ledger.usage(),
             guard,
             policy,
             reduced=bool(dropped),

@@ -161,7 +161,7 @@ def test_before_send_drops_the_oldest_turns_from_exactly_the_hard_limit(
 ):
     talk = conversation([40] * 8)
     used = exactly(fraction, num_ctx) + offset
-    found = before_send(GuardPolicy(), talk, used, num_ctx, reduced=False)
+    found = before_send(GuardPolicy(), talk, usage(used, num_ctx), num_ctx, reduced=False)
     assert type(found) is decision
     if isinstance(found, DropFirst):
         # Whole turns from the oldest, never the newest, enough to come back to 75 %.
@@ -176,7 +176,7 @@ def test_before_send_drops_the_oldest_turns_from_exactly_the_hard_limit(
         assert (gone - one_turn) / total < needed, "and not a turn more"
     # Once they went, the same request is sent: they go once — unless what is left is still
     # the whole context or more, which Ollama would refuse: then more go first.
-    again = before_send(GuardPolicy(), talk, used, num_ctx, reduced=True)
+    again = before_send(GuardPolicy(), talk, usage(used, num_ctx), num_ctx, reduced=True)
     assert type(again) is (DropFirst if used >= num_ctx else Send)
 
 
@@ -185,6 +185,18 @@ def test_a_message_alone_past_the_safe_limit_is_refused_exactly_there(num_ctx):
     alone = Conversation(messages=[Message(id="u1", role="user", content="x " * 9000)])
     safe = GuardPolicy().safe_limit(num_ctx)
     assert safe == exactly("0.90", num_ctx) - 1
-    assert isinstance(before_send(GuardPolicy(), alone, safe, num_ctx, reduced=False), Send)
-    refused = before_send(GuardPolicy(), alone, safe + 1, num_ctx, reduced=False)
+
+    def only(tokens: int, base: int = 0) -> UsageChanged:
+        return UsageChanged(
+            used_tokens=tokens + base,
+            limit_tokens=num_ctx,
+            newest_tokens=tokens,
+            base_tokens=base,
+        )
+
+    assert isinstance(before_send(GuardPolicy(), alone, only(safe), num_ctx, reduced=False), Send)
+    refused = before_send(GuardPolicy(), alone, only(safe + 1), num_ctx, reduced=False)
     assert refused == Refuse(newest_tokens=safe + 1)
+    # What every request carries counts against it too: the system prompt, the template's own.
+    carried = before_send(GuardPolicy(), alone, only(safe - 9, 10), num_ctx, reduced=False)
+    assert carried == Refuse(newest_tokens=safe - 9)
