@@ -20,15 +20,18 @@ from actors.testing import open_harness
 from ollm import vocabulary
 from ollm.cli.render import stats
 from ollm.config import Settings
+from ollm.context.memory_guard import GuardPolicy
 from ollm.context.token_counter import Ledger
 from ollm.core import core_specs
 from ollm.events import (
     ChatRequested,
     CompressionCompleted,
+    ContextReduced,
     ContextSizeChosen,
     ConversationState,
     Message,
     MessageAdded,
+    MessageUnanswered,
     ModelSelected,
     Role,
     SessionOpened,
@@ -42,7 +45,7 @@ from ollm.live import check_session
 from ollm.paths import cache_dir, data_home
 from ollm.providers.scripted import ScriptedProviderActor
 from ollm.template_costs import measure, probes
-from ollm.tokens import METHODS
+from ollm.tokens import METHODS, estimate_text
 from tests.fakes.ollama_server import FakeModel, OllamaTestServer, open_ollama_server
 from tests.fakes.vocabulary import LLAMA3_SPECIALS, byte_vocabulary, render_chatml
 
@@ -265,3 +268,34 @@ async def test_a_session_counted_exactly_replays_and_a_replay_without_its_tokeni
     checked = await check_session(data_home(), session_id)
     assert [m.split(" ")[0] for m in checked.missing] == ["llama3.1:8b"]
     assert checked.result.divergence is not None, "its counts were the tokenizer's"
+
+
+async def test_a_message_the_context_cannot_hold_is_refused_on_its_exact_count():
+    """Emoji cost a byte-level vocabulary four tokens each, and the estimate about one: the
+    refusal weighs the newest turn as the tokenizer counts it, so the message is refused
+    before anything is sent, with its real size, and the turns before it go on."""
+    tok = tokenizer()
+    specs = [
+        *core_specs(Settings(), lambda digest: tok),
+        ChildSpec(name="provider", factory=ScriptedProviderActor),
+    ]
+    text = "🦊" * 120
+    async with open_harness(*specs) as h:
+        await h.publish(SessionOpened(session_id="s", state=ConversationState(system_prompt="Hi")))
+        await h.inject(ModelSelected(model="m", size=512, num_ctx=512, vocabulary=True))
+        for event in (*rendered_probes(), VocabularyLoaded(model="m", digest="d", tokens=1)):
+            await h.publish(event)
+        for i in range(4):
+            await h.inject(UserSubmitted(text=f"short question {i}"))
+        await h.inject(UserSubmitted(text=text))
+        await h.inject(UserSubmitted(text="and a short one after it"))
+        await h.settle()
+        sent = [m.content for r in h.events(ChatRequested) for m in r.messages]
+        assert text not in sent, "nothing went out with the message that cannot fit"
+        assert "and a short one after it" in sent
+        exact = vocabulary.count(tok, "<|im_end|>\n<|im_start|>user\n" + text)
+        assert exact > GuardPolicy().safe_limit(512) > 3 * estimate_text(text)
+        (reduced,) = h.events(ContextReduced)
+        assert reduced.reason.startswith(f"your message is about {exact} tokens, too large")
+        (unanswered,) = h.events(MessageUnanswered)
+        assert unanswered.withdrawn
