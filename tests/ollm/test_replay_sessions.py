@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from actors import ChildSpec, read_log, replay
@@ -108,7 +109,7 @@ async def test_a_changed_counting_policy_shows_both_events_at_the_divergence(tmp
     assert divergence.seq == first_usage.seq
     assert divergence.expected == first_usage
     assert divergence.actual is not None
-    assert divergence.actual.event == UsageChanged(
-        used_tokens=first_usage.event.used_tokens + 1, limit_tokens=2048
+    assert divergence.actual.event == msgspec.structs.replace(
+        first_usage.event, used_tokens=first_usage.event.used_tokens + 1
     )
     assert divergence.describe().startswith(f"replay diverged at seq {first_usage.seq}: expected ")
