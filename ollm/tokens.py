@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
 from blake3 import blake3
 
@@ -168,15 +168,15 @@ class Exact:
     """A model counted by its own tokenizer (`vocabulary.build_tokenizer`), and the costs of
     its template once they are measured."""
 
-    tokenizer: Any
+    vocabulary: vocabulary.Vocabulary
     costs: TemplateCosts | None = None
-    cache: dict[bytes, int] = field(default_factory=dict)
 
     def tokens(self, text: str) -> int:
+        counts = self.vocabulary.counts
         key = _digest(text)
-        value = self.cache.get(key)
+        value = counts.get(key)
         if value is None:
-            value = self.cache[key] = vocabulary.count(self.tokenizer, text)
+            value = counts[key] = vocabulary.count(self.vocabulary.tokenizer, text)
         return value
 
     def count(self, message: Message | ChatMessage) -> Counted:

@@ -24,6 +24,7 @@ tokenizer's post-processor, so a cached `tokenizer.json` holds everything counti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
@@ -59,6 +60,16 @@ NORMAL, CONTROL, USER_DEFINED = 1, 3, 4
 SPACE = "\u2581"
 """SentencePiece's space, `▁`."""
 """`tokenizer.ggml.token_type` values matched whole in a prompt."""
+
+
+@dataclass
+class Vocabulary:
+    """A model's tokenizer and the counts made with it so far (by text digest), shared by
+    everything that counts with it: the token counter and the REPL's read model count each
+    text once between them."""
+
+    tokenizer: Any
+    counts: dict[bytes, int] = field(default_factory=dict)
 
 
 class Unsupported(ValueError):

@@ -58,7 +58,7 @@ def exact_counter(tokenizer: Any) -> Exact:
     costs = measure(
         rendered, lambda text: vocabulary.count(tokenizer, text), vocabulary.prompt_start(tokenizer)
     )
-    return Exact(tokenizer, costs)
+    return Exact(vocabulary.Vocabulary(tokenizer), costs)
 
 
 def accounting(tokenizer: Any | None) -> Accounting:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from actors import Actor, Context
 
@@ -35,8 +34,8 @@ from ..events import (
 from ..template_costs import measure
 from ..tokens import Accounting, Exact
 
-Tokenizers = Callable[[str], Any | None]
-"""A model's tokenizer by its digest, None when there is none (`TokenizerCache.get`)."""
+Tokenizers = Callable[[str], vocabulary.Vocabulary | None]
+"""A model's vocabulary by its digest, None when there is none (`TokenizerCache.get`)."""
 
 STRUCTURAL = (
     SessionOpened,
@@ -74,8 +73,8 @@ class Ledger:
         if exact is not None and renders:
             exact.costs = measure(
                 [(r.messages, r.text) for r in renders.values()],
-                lambda text: vocabulary.count(exact.tokenizer, text),
-                vocabulary.prompt_start(exact.tokenizer),
+                exact.tokens,
+                vocabulary.prompt_start(exact.vocabulary.tokenizer),
             )
 
     def usage(self) -> UsageChanged:
@@ -115,10 +114,10 @@ class Ledger:
                     acc.model = model
                     self._recount()
             case VocabularyLoaded(model=model, digest=digest):
-                tokenizer = self.tokenizers(digest)
-                if tokenizer is None:  # a replay on a machine without the cached tokenizer
+                found = self.tokenizers(digest)
+                if found is None:  # a replay on a machine without the cached tokenizer
                     return False, None
-                acc.exact[model] = Exact(tokenizer)
+                acc.exact[model] = Exact(found)
                 self._measure(model)
                 self._recount()
             case TemplateRendered(model=model):

@@ -48,18 +48,18 @@ class VocabularyLoaderActor(Actor[ModelSelected]):
         except Exception as exc:  # unsupported, or the server's failure: one sentence each
             await ctx.publish(VocabularyUnavailable(model=model, reason=str(exc)))
             return
-        tokenizer, key, cached = loaded
+        found, key, cached = loaded
         await ctx.publish(
             VocabularyLoaded(
                 model=model,
                 digest=key,
-                tokens=vocabulary.vocabulary_size(tokenizer),
+                tokens=vocabulary.vocabulary_size(found.tokenizer),
                 cached=cached,
             )
         )
 
-    async def _tokenizer(self, model: str, digest: str) -> tuple[Any, str, bool]:
-        """(tokenizer, its cache key, whether it came from the cache).
+    async def _tokenizer(self, model: str, digest: str) -> tuple[vocabulary.Vocabulary, str, bool]:
+        """(the vocabulary, its cache key, whether it came from the cache).
 
         Raises:
             Unsupported: the vocabulary cannot be reproduced (now or at an earlier start).
@@ -80,5 +80,5 @@ class VocabularyLoaderActor(Actor[ModelSelected]):
             raise
         # Without a digest from the server, the tokenizer's own content names it.
         key = digest or "content-" + blake3(vocabulary.to_json(tokenizer).encode()).hexdigest()
-        await anyio.to_thread.run_sync(self.cache.put, key, tokenizer)
-        return tokenizer, key, False
+        kept = await anyio.to_thread.run_sync(self.cache.put, key, tokenizer)
+        return kept, key, False

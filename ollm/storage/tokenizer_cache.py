@@ -21,7 +21,7 @@ _UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 class TokenizerCache:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._loaded: dict[str, Any] = {}
+        self._loaded: dict[str, vocabulary.Vocabulary] = {}
 
     def path(self, digest: str) -> Path:
         """The file for `digest` (`sha256:…` as Ollama writes it; anything else is made safe)."""
@@ -30,19 +30,18 @@ class TokenizerCache:
     def has(self, digest: str) -> bool:
         return bool(digest) and (digest in self._loaded or self.path(digest).is_file())
 
-    def get(self, digest: str) -> Any | None:
-        """The tokenizer cached for `digest`, or None when there is none (or it is damaged)."""
+    def get(self, digest: str) -> vocabulary.Vocabulary | None:
+        """The vocabulary cached for `digest`, or None when there is none (or it is damaged)."""
         if not digest:
             return None
         found = self._loaded.get(digest)
         if found is not None:
             return found
         try:
-            found = vocabulary.from_json(self.path(digest).read_text(encoding="utf-8"))
+            tokenizer = vocabulary.from_json(self.path(digest).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, vocabulary.Unsupported):
             return None
-        self._loaded[digest] = found
-        return found
+        return self._loaded.setdefault(digest, vocabulary.Vocabulary(tokenizer))
 
     def refused(self, digest: str) -> str:
         """Why the vocabulary of `digest` could not be reproduced at an earlier start ("" if
@@ -66,12 +65,9 @@ class TokenizerCache:
         except (OSError, StorageError):
             pass
 
-    def put(self, digest: str, tokenizer: Any) -> None:
+    def put(self, digest: str, tokenizer: Any) -> vocabulary.Vocabulary:
         """Keep `tokenizer` for `digest`, on disk when it can be written (a cache: a failed
         write costs the next start a fetch, nothing else)."""
-        self._loaded[digest] = tokenizer
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path(digest), [vocabulary.to_json(tokenizer).encode()], durable=False)
-        except (OSError, StorageError):
-            pass
+        kept = self._loaded.setdefault(digest, vocabulary.Vocabulary(tokenizer))
+        self._write(self.path(digest), vocabulary.to_json(tokenizer))
+        return kept

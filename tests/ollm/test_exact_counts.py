@@ -128,7 +128,7 @@ def test_two_thousand_turns_are_counted_exactly_through_compressions_and_system_
     removed (so the prompt opens with and without a system message)."""
     tok = tokenizer(pre, add_bos)
     rng = random.Random(18)
-    ledger = Ledger(lambda digest: tok if digest == "d" else None)
+    ledger = Ledger(lambda digest: vocabulary.Vocabulary(tok) if digest == "d" else None)
     for event in (
         SessionOpened(session_id="s", state=ConversationState(system_prompt="Be brief.")),
         ModelSelected(model="m", size=1 << 20, num_ctx=1 << 20),
@@ -180,7 +180,7 @@ def test_without_the_vocabulary_the_count_says_it_is_estimated():
 async def test_nothing_is_sent_before_the_counting_is_settled(answer):
     tok = tokenizer()
     specs = [
-        *core_specs(Settings(), lambda digest: tok),
+        *core_specs(Settings(), lambda digest: vocabulary.Vocabulary(tok)),
         ChildSpec(name="provider", factory=ScriptedProviderActor),
     ]
     async with open_harness(*specs) as h:
@@ -276,7 +276,7 @@ async def test_a_message_the_context_cannot_hold_is_refused_on_its_exact_count()
     before anything is sent, with its real size, and the turns before it go on."""
     tok = tokenizer()
     specs = [
-        *core_specs(Settings(), lambda digest: tok),
+        *core_specs(Settings(), lambda digest: vocabulary.Vocabulary(tok)),
         ChildSpec(name="provider", factory=ScriptedProviderActor),
     ]
     text = "🦊" * 120
