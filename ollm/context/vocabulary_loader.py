@@ -73,7 +73,7 @@ class VocabularyLoaderActor(Actor[ModelSelected]):
                 raise vocabulary.Unsupported(refused)
         info = await self.show(model)
         try:
-            tokenizer = await anyio.to_thread.run_sync(vocabulary.build_tokenizer, info)
+            tokenizer = await anyio.to_thread.run_sync(_build, info)
         except vocabulary.Unsupported as exc:
             if digest:
                 await anyio.to_thread.run_sync(self.cache.refuse, digest, str(exc))
@@ -82,3 +82,13 @@ class VocabularyLoaderActor(Actor[ModelSelected]):
         key = digest or "content-" + blake3(vocabulary.to_json(tokenizer).encode()).hexdigest()
         kept = await anyio.to_thread.run_sync(self.cache.put, key, tokenizer)
         return kept, key, False
+
+
+def _build(info: dict[str, Any]) -> Any:
+    """The tokenizer, or `Unsupported` in one sentence, whatever the server sent."""
+    try:
+        return vocabulary.build_tokenizer(info)
+    except vocabulary.Unsupported:
+        raise
+    except Exception as exc:  # a vocabulary of the wrong shape (not strings, bad merges)
+        raise vocabulary.Unsupported("the vocabulary Ollama sent for it cannot be read") from exc

@@ -299,3 +299,14 @@ async def test_a_message_the_context_cannot_hold_is_refused_on_its_exact_count()
         assert reduced.reason.startswith(f"your message is about {exact} tokens, too large")
         (unanswered,) = h.events(MessageUnanswered)
         assert unanswered.withdrawn
+
+
+async def test_a_vocabulary_of_the_wrong_shape_is_one_sentence_and_the_chat_goes_on():
+    server = OllamaTestServer()
+    broken = {**byte_vocabulary(), "tokenizer.ggml.tokens": list(range(300))}
+    server.models["llama3.1:8b"] = FakeModel("llama3.1:8b", vocabulary=broken)
+    async with open_ollama_server(server), open_live(server) as live:
+        (unavailable,) = live.h.events(VocabularyUnavailable)
+        assert unavailable.reason == "the vocabulary Ollama sent for it cannot be read"
+        assert isinstance(await live.say("hello there"), MessageAdded)
+        assert "counting: calibrated estimate" in stats(live.session.status)
