@@ -5,8 +5,10 @@ one below (a deterministic tokenizer and a llama3-like template, so `prompt_eval
 counts template and role tokens the way a real server does, not the way ollm estimates), or
 a real model through llama.cpp (`tests.engine.llama_engine`).
 
-- `/api/version`, `/api/tags`, `/api/show`, `/api/ps`, `/api/chat` (NDJSON streaming or not,
-  and `_debug_render_only`);
+- `/api/version`, `/api/tags` (with each model's digest), `/api/show` (every array longer
+  than 5 left empty unless `"verbose": true`, as `getModelData` does: the vocabulary comes
+  only with verbose), `/api/ps`, `/api/chat` (NDJSON streaming or not, and
+  `_debug_render_only`);
 - Ollama's overflow behaviour: stage A (with `truncate` absent or true, drop the oldest
   messages, keeping every system message and the last one, against `num_ctx` capped at the
   trained length); then a prompt of `num_ctx` tokens or more is cut to about half the window
@@ -19,8 +21,8 @@ a real model through llama.cpp (`tests.engine.llama_engine`).
   chunk), and faults on demand (`fault(...)`), also over HTTP (`POST /_test/fault`,
   `GET /_test/requests`, `GET /_test/runners`) for a server in another process.
 
-Run alone: `python -m tests.fakes.ollama_server [--gguf PATH] [--path go|native]` (prints the
-URL; with `--gguf`, the model is served through llama.cpp).
+Run alone: `python -m tests.fakes.ollama_server [--gguf PATH] [--path go|native]
+[--hide-vocabulary]` (prints the URL; with `--gguf`, the model is served through llama.cpp).
 """
 
 from __future__ import annotations
