@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
-from blake3 import blake3
 
 from actors import Actor, Context
 
@@ -78,9 +77,7 @@ class VocabularyLoaderActor(Actor[ModelSelected]):
             if digest:
                 await anyio.to_thread.run_sync(self.cache.refuse, digest, str(exc))
             raise
-        # Without a digest from the server, the tokenizer's own content names it.
-        key = digest or "content-" + blake3(vocabulary.to_json(tokenizer).encode()).hexdigest()
-        kept = await anyio.to_thread.run_sync(self.cache.put, key, tokenizer)
+        key, kept = await anyio.to_thread.run_sync(self.cache.put, digest, tokenizer)
         return kept, key, False
 
 

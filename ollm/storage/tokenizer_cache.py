@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
+
 from .. import vocabulary
 from .atomic import StorageError, write_atomic
 
@@ -65,9 +67,12 @@ class TokenizerCache:
         except (OSError, StorageError):
             pass
 
-    def put(self, digest: str, tokenizer: Any) -> vocabulary.Vocabulary:
+    def put(self, digest: str, tokenizer: Any) -> tuple[str, vocabulary.Vocabulary]:
         """Keep `tokenizer` for `digest`, on disk when it can be written (a cache: a failed
-        write costs the next start a fetch, nothing else)."""
-        kept = self._loaded.setdefault(digest, vocabulary.Vocabulary(tokenizer))
-        self._write(self.path(digest), vocabulary.to_json(tokenizer))
-        return kept
+        write costs the next start a fetch, nothing else); returns the key it is kept under:
+        `digest`, or without one (a server that gives none) the tokenizer's own content's."""
+        text = vocabulary.to_json(tokenizer)
+        key = digest or "content-" + blake3(text.encode()).hexdigest()
+        kept = self._loaded.setdefault(key, vocabulary.Vocabulary(tokenizer))
+        self._write(self.path(key), text)
+        return key, kept

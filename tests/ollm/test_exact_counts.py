@@ -44,6 +44,7 @@ from ollm.events import (
 from ollm.live import check_session
 from ollm.paths import cache_dir, data_home
 from ollm.providers.scripted import ScriptedProviderActor
+from ollm.storage.tokenizer_cache import TokenizerCache
 from ollm.template_costs import measure, probes
 from ollm.tokens import METHODS, estimate_text
 from tests.fakes.ollama_server import FakeModel, OllamaTestServer, open_ollama_server
@@ -310,3 +311,11 @@ async def test_a_vocabulary_of_the_wrong_shape_is_one_sentence_and_the_chat_goes
         assert unavailable.reason == "the vocabulary Ollama sent for it cannot be read"
         assert isinstance(await live.say("hello there"), MessageAdded)
         assert "counting: calibrated estimate" in stats(live.session.status)
+
+
+def test_a_tokenizer_without_a_digest_is_kept_under_its_own_contents(tmp_path):
+    cache = TokenizerCache(tmp_path)
+    key, kept = cache.put("", tokenizer())
+    assert key.startswith("content-") and cache.path(key).is_file()
+    assert TokenizerCache(tmp_path).get(key).tokenizer.to_str() == kept.tokenizer.to_str()
+    assert cache.put("", tokenizer())[0] == key, "the same vocabulary, the same key"
