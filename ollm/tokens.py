@@ -100,18 +100,20 @@ def _letters(word: str) -> int:
 
 @dataclass
 class TokenCache:
-    """Raw estimates keyed by the blake3 digest of what was counted."""
+    """Counts keyed by the blake3 digest of what was counted: the estimate's raw units, or
+    (with `count` the model's tokenizer, `entries` its vocabulary's shared counts) tokens."""
 
     entries: dict[bytes, int] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
+    count: Callable[[str], int] = estimate_text
 
     def raw(self, text: str) -> int:
         key = _digest(text)
         value = self.entries.get(key)
         if value is None:
             self.misses += 1
-            value = estimate_text(text)
+            value = self.count(text)
             self.entries[key] = value
         else:
             self.hits += 1
@@ -170,14 +172,16 @@ class Exact:
 
     vocabulary: vocabulary.Vocabulary
     costs: TemplateCosts | None = None
+    cache: TokenCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        tokenizer = self.vocabulary.tokenizer
+        self.cache = TokenCache(
+            self.vocabulary.counts, count=lambda text: vocabulary.count(tokenizer, text)
+        )
 
     def tokens(self, text: str) -> int:
-        counts = self.vocabulary.counts
-        key = _digest(text)
-        value = counts.get(key)
-        if value is None:
-            value = counts[key] = vocabulary.count(self.vocabulary.tokenizer, text)
-        return value
+        return self.cache.raw(text)
 
     def count(self, message: Message | ChatMessage) -> Counted:
         wrapped = (
@@ -278,7 +282,7 @@ class Accounting:
 
     def fork(self) -> Accounting:
         """An independent copy: what-if counting (`/test prompt`) without touching this one."""
-        cache = TokenCache(dict(self.cache.entries), self.cache.hits, self.cache.misses)
+        cache = replace(self.cache, entries=dict(self.cache.entries))
         return replace(
             self,
             cache=cache,
@@ -312,6 +316,12 @@ class Accounting:
         opens_with_system = first is not None and first.role == "system"
         tools = math.ceil(self.tools_raw * self.factor) + self.tools_overhead
         return tools + self._fixed(self.model, opens_with_system)
+
+    @property
+    def counting_cache(self) -> TokenCache:
+        """The cache the current model is counted through."""
+        exact = self.exact.get(self.model)
+        return exact.cache if exact is not None else self.cache
 
     def tokens_of(self, message_id: str) -> int:
         """One message's tokens as counted now (0 for one not counted)."""

@@ -111,7 +111,7 @@ def stats(status: Status) -> str:
         tokens = counted.tokens(acc.factor) if counted else 0
         text = " ".join(message.content.split())[:44]
         lines.append(f"{message.id:<10}{message.role:<11}{tokens:>8}  {text}")
-    cache = acc.cache
+    cache = acc.counting_cache
     method = acc.method()
     counting = METHODS[method]
     if method in ("calibrated", "estimated"):

@@ -317,5 +317,6 @@ def test_a_tokenizer_without_a_digest_is_kept_under_its_own_contents(tmp_path):
     cache = TokenizerCache(tmp_path)
     key, kept = cache.put("", tokenizer())
     assert key.startswith("content-") and cache.path(key).is_file()
-    assert TokenizerCache(tmp_path).get(key).tokenizer.to_str() == kept.tokenizer.to_str()
+    found = TokenizerCache(tmp_path).get(key)
+    assert found is not None and found.tokenizer.to_str() == kept.tokenizer.to_str()
     assert cache.put("", tokenizer())[0] == key, "the same vocabulary, the same key"
