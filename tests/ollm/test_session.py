@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from actors import ChildSpec
+from actors import ChildSpec, Envelope
 from actors.testing import open_harness
 from ollm.config import Settings
-from ollm.context.session import SessionPolicy, reply_budget
+from ollm.context.session import SessionActor, SessionPolicy, reply_budget
+from ollm.conversation import Conversation
 from ollm.core import core_specs
 from ollm.events import (
     ChatRequested,
     ClearRequested,
+    CompressionCompleted,
     ContextCleared,
+    ContextReduced,
+    ContextSizeChosen,
     ConversationState,
     Message,
     MessageAdded,
     MessageUnanswered,
+    ModelLoaded,
     ModelSelected,
     SessionOpened,
     SnapshotCreated,
     SnapshotFailed,
     SnapshotRequested,
+    UsageChanged,
     UserNotified,
     UserSubmitted,
 )
@@ -149,3 +157,80 @@ async def test_clear_whose_snapshot_fails_clears_nothing():
             "remember kiwi",
             "still there?",
         ]
+
+
+class NumberingBus:
+    """Stands in for the session's `Context`: numbers each event as the bus does, so a test
+    can hand the session an event another actor published earlier than the session's own."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.current: Envelope[Any] | None = None
+        self.published: list[Envelope[Any]] = []
+
+    def number(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def publish(self, event: Any, causation: int | None = None) -> Envelope[Any]:
+        envelope = Envelope(
+            seq=self.number(), at=0.0, source="session", causation=causation, event=event
+        )
+        self.published.append(envelope)
+        return envelope
+
+    async def deliver(
+        self, actor: Any, event: Any, seq: int | None = None, causation: int | None = None
+    ) -> None:
+        self.current = Envelope(
+            seq=seq or self.number(), at=0.0, source="test", causation=causation, event=event
+        )
+        await actor.handle(event, self)
+
+
+async def test_a_compression_the_bus_ordered_first_is_folded_before_the_sessions_reduction():
+    """The emergency compression and the hard-limit drop race: the compressor publishes first,
+    the session (not yet having seen it) reduces, then handles the compression. The session's
+    conversation — what its next request carries — is the one every other actor and a replay
+    fold in the bus's order, not the one its own handling order would give."""
+    history = [
+        Message(id=f"m{i}", role="user" if i % 2 else "assistant", content=f"turn {i} " * 40)
+        for i in range(1, 9)
+    ]
+    state = ConversationState(system_prompt="Hi.", messages=tuple(history), next_message=9)
+    session = SessionActor()
+    bus = NumberingBus()
+    for event in (
+        SessionOpened(session_id="s", state=state),
+        ModelSelected(model="m", size=1000, num_ctx=1000),
+        ContextSizeChosen(model="m", size=1000, num_ctx=1000, reason="test"),
+        ModelLoaded(model="m", context_length=1000),
+        UserSubmitted(text="the newest question"),
+    ):
+        await bus.deliver(session, event)
+    (added,) = [e for e in bus.published if isinstance(e.event, MessageAdded)]
+    compression_seq = bus.number()  # the compressor published here; the session sees it later
+    usage = UsageChanged(used_tokens=950, limit_tokens=1000, newest_tokens=10, base_tokens=20)
+    await bus.deliver(session, usage, causation=added.seq)
+    (reduced,) = [e.event for e in bus.published if isinstance(e.event, ContextReduced)]
+    compressed = CompressionCompleted(
+        ref="c1",
+        strategy="hybrid",
+        covered_ids=("m1", "m2", "m3", "m4"),
+        summary="They talked about turns.",
+        pinned=("the user's rule",),
+        original_tokens=600,
+        compressed_tokens=40,
+        ratio=0.07,
+    )
+    await bus.deliver(session, compressed, seq=compression_seq)
+
+    def folded(*events: Any) -> ConversationState:
+        conversation = Conversation.from_state(state)
+        for event in events:
+            conversation.apply(event)
+        return conversation.state()
+
+    in_bus_order = folded(added.event, compressed, reduced)
+    assert in_bus_order != folded(added.event, reduced, compressed), "the orders differ here"
+    assert session.conversation.state() == in_bus_order
