@@ -15,10 +15,10 @@ import shutil
 import msgspec
 import pytest
 
-from actors import ChildSpec
+from actors import ChildSpec, Envelope
 from actors.testing import open_harness
 from ollm import vocabulary
-from ollm.cli.render import stats
+from ollm.cli.render import stats, toolbar
 from ollm.config import Settings
 from ollm.context.memory_guard import GuardPolicy
 from ollm.context.token_counter import Ledger
@@ -33,7 +33,9 @@ from ollm.events import (
     MessageAdded,
     MessageUnanswered,
     ModelSelected,
+    ReplyCompleted,
     Role,
+    RunnerOptions,
     SessionOpened,
     SystemPromptSet,
     TemplateRendered,
@@ -41,7 +43,7 @@ from ollm.events import (
     VocabularyLoaded,
     VocabularyUnavailable,
 )
-from ollm.live import check_session
+from ollm.live import Status, check_session
 from ollm.paths import cache_dir, data_home
 from ollm.providers.scripted import ScriptedProviderActor
 from ollm.storage.tokenizer_cache import TokenizerCache
@@ -320,3 +322,47 @@ def test_a_tokenizer_without_a_digest_is_kept_under_its_own_contents(tmp_path):
     found = TokenizerCache(tmp_path).get(key)
     assert found is not None and found.tokenizer.to_str() == kept.tokenizer.to_str()
     assert cache.put("", tokenizer())[0] == key, "the same vocabulary, the same key"
+
+
+def test_an_unmeasured_template_is_learned_exactly_from_the_first_count_and_kept():
+    """Without the template's probes (an Ollama before v0.11.5), the contents are counted
+    exactly and what the template adds is taken from the first reply's `prompt_eval_count`:
+    it stays in the count after the conversation is recounted (the anchor does not)."""
+    tok = tokenizer()
+    ledger = Ledger(lambda digest: vocabulary.Vocabulary(tok))
+    for event in (
+        SessionOpened(session_id="s", state=ConversationState(system_prompt="Be brief.")),
+        ModelSelected(model="m", size=4096, num_ctx=4096),
+        ContextSizeChosen(model="m", size=4096, num_ctx=4096, reason="test"),
+        VocabularyLoaded(model="m", digest="d", tokens=1),
+        MessageAdded(message=Message(id="m1", role="user", content="JOB-90211 🦊 failed")),
+    ):
+        ledger.apply(event)
+    assert ledger.accounting.method() == "exact content"
+    before = ledger.accounting.used()
+    request = ChatRequested(
+        request_id="r1",
+        model="m",
+        messages=ledger.conversation.chat_messages(),
+        options=RunnerOptions(num_ctx=4096),
+    )
+    ledger.apply(request)
+    ledger.apply(ReplyCompleted(request_id="r1", content="", prompt_eval_count=before + 25))
+    ledger.apply(SystemPromptSet(text="Be brief."))  # the same prompt, recounted from scratch
+    assert ledger.accounting.correction == 0
+    assert ledger.accounting.used() == before + 25
+
+
+def test_the_toolbar_says_while_the_vocabulary_is_read():
+    status = Status()
+
+    def see(event: object) -> str:
+        status.apply(Envelope(seq=1, at=0.0, source="test", causation=None, event=event))
+        return toolbar(status, 0.0)
+
+    assert "reading the model's vocabulary…" in see(
+        ModelSelected(model="m", size=4096, num_ctx=4096, vocabulary=True)
+    )
+    assert "vocabulary" not in see(VocabularyLoaded(model="m", digest="d", tokens=1))
+    see(ModelSelected(model="m", size=4096, num_ctx=4096, vocabulary=True))
+    assert "vocabulary" not in see(VocabularyUnavailable(model="m", reason="its 'x' vocabulary"))
